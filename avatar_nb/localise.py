@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['look_at', 'transform_points', 'intrinsics', 'project', 'face_frames', 'quat_to_matrix', 'matrix_to_quat',
-           'quat_multiply', 'Localised', 'Localiser', 'PosedGaussians', 'pose_gaussians']
+           'quat_multiply', 'Localised', 'Localiser', 'PosedGaussians', 'pose_gaussians', 'place_template']
 
-# %% ../nbs/04_localise.ipynb #adfd2237
+# %% ../nbs/04_localise.ipynb #12e67576
 import math
 from dataclasses import dataclass
 
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .template import GaussianTemplate
 
-# %% ../nbs/04_localise.ipynb #67aea4c4
+# %% ../nbs/04_localise.ipynb #1edc185f
 def look_at(eye: Tensor, # [..., 3] camera centre, world frame, metres
             target: Tensor, # [..., 3] point the optical axis passes through
             up: Tensor | None = None, # [3] world up, default +y
@@ -53,7 +53,7 @@ def project(points: Tensor, # [..., N, 3] camera-frame points, metres
     uvw = points @ K.transpose(-1, -2)
     return uvw[..., :2] / uvw[..., 2:].clamp_min(near)
 
-# %% ../nbs/04_localise.ipynb #ad03108b
+# %% ../nbs/04_localise.ipynb #c017e5c5
 def face_frames(face_vertices: Tensor, # [..., F, 3, 3] the three corners of each face
                ) -> tuple[Tensor, Tensor]:  # frames [..., F, 3, 3] (columns t, b, n) and areas [..., F]
     "Orthonormal frame and area of every triangle."
@@ -67,7 +67,7 @@ def face_frames(face_vertices: Tensor, # [..., F, 3, 3] the three corners of eac
     b = torch.linalg.cross(n, t)
     return torch.stack([t, b, n], -1), 0.5 * area2
 
-# %% ../nbs/04_localise.ipynb #784cb17c
+# %% ../nbs/04_localise.ipynb #ae3bc8c6
 def quat_to_matrix(q: Tensor, # [..., 4] wxyz, need not be normalised
                   ) -> Tensor:  # [..., 3, 3]
     "Rotation matrix of a quaternion."
@@ -101,7 +101,7 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
                         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
-# %% ../nbs/04_localise.ipynb #d5f21621
+# %% ../nbs/04_localise.ipynb #08d109a4
 @dataclass
 class Localised:
     "Every Gaussian located on the posed body, in one camera."
@@ -160,7 +160,7 @@ class Localiser(nn.Module):
         return Localised(x3d=x3d, x2d=x2d, depth=x3d[..., 2], frames=frames,
                          face_scale=(area / self.rest_area.to(area.dtype)).sqrt())
 
-# %% ../nbs/04_localise.ipynb #23687968
+# %% ../nbs/04_localise.ipynb #9ab4a80c
 @dataclass
 class PosedGaussians:
     "Gaussians in the camera (or world) frame, ready for rendering."
@@ -181,3 +181,17 @@ def pose_gaussians(loc: Localised, # localisation on the posed body
     means = loc.x3d
     if offset is not None: means = means + offset[..., None] * loc.frames[:, face_idx, :, 2]
     return PosedGaussians(means=means, quats=quats, scales=scales)
+
+# %% ../nbs/04_localise.ipynb #8b54e2e8
+def place_template(t: GaussianTemplate, # template (canonical attributes in face frames)
+                   vertices: Tensor | None = None, # [B, V, 3] or [V, 3] mesh, metres; None = the rest mesh
+                  ) -> PosedGaussians:
+    "A template's Gaussians on a mesh of its topology, in the mesh's frame."
+    v = t.rest_vertices if vertices is None else vertices
+    single = v.dim() == 2
+    v = v[None] if single else v
+    loc = Localiser(t).to(v.device)
+    loc_out = loc(v, torch.eye(3, dtype=v.dtype, device=v.device), check=False)  # x2d unused
+    pg = pose_gaussians(loc_out, loc.face_idx, t.rotation.to(v.device), t.scale.to(v.device))
+    if single: pg = PosedGaussians(pg.means[0], pg.quats[0], pg.scales[0])
+    return pg
