@@ -6,7 +6,7 @@
 __all__ = ['SH_C0', 'ALPHA_THRESHOLD', 'T_EPS', 'Backend', 'sh_basis', 'eval_sh', 'RenderOutput', 'RenderError', 'render',
            'backend_parity']
 
-# %% ../nbs/05_render.ipynb #9519852b
+# %% ../nbs/05_render.ipynb #c1dd9bb9
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .localise import quat_to_matrix
 
-# %% ../nbs/05_render.ipynb #d852a04a
+# %% ../nbs/05_render.ipynb #2a0f597c
 SH_C0 = 0.28209479177387814
 
 def sh_basis(degree: int, # 0..3
@@ -49,7 +49,7 @@ def eval_sh(degree: int, # SH degree used (<= the coefficients' degree)
     b = sh_basis(degree, F.normalize(dirs, dim=-1))
     return ((b[..., None] * coeffs[..., :n, :]).sum(-2) + 0.5).clamp_min(0.0)
 
-# %% ../nbs/05_render.ipynb #3a3a45d4
+# %% ../nbs/05_render.ipynb #d081e984
 @dataclass
 class RenderOutput:
     "Images of a batch of cameras."
@@ -57,7 +57,7 @@ class RenderOutput:
     alpha: Tensor  # [..., C, H, W, 1] accumulated opacity
     depth: Tensor  # [..., C, H, W, 1] expected camera z, metres (0 where alpha is 0)
 
-# %% ../nbs/05_render.ipynb #9f2d7d6b
+# %% ../nbs/05_render.ipynb #8fd48476
 class RenderError(ValueError):
     "Inputs the renderer cannot draw."
 
@@ -111,7 +111,7 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
             raise RenderError("; ".join(msgs))
     return deg
 
-# %% ../nbs/05_render.ipynb #89cf2776
+# %% ../nbs/05_render.ipynb #bbbdea0e
 ALPHA_THRESHOLD = 1.0 / 255.0
 T_EPS = 1e-4
 
@@ -220,7 +220,7 @@ def _composite(means2d, conics, depths, opacities, colors, radii, valid, width, 
     img_a = out_a.reshape(I, th, tw, tile, tile).permute(0, 1, 3, 2, 4).reshape(I, th * tile, tw * tile)
     return img_c[:, :height, :width], img_a[:, :height, :width]
 
-# %% ../nbs/05_render.ipynb #79313fb5
+# %% ../nbs/05_render.ipynb #4c430449
 def _render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background, sh_degree,
                   near_plane, far_plane, eps2d, antialiased, tile_size, max_elems):
     lead = means.shape[:-2]
@@ -251,7 +251,7 @@ def _render_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, 
     shape = (*lead, C, height, width)
     return RenderOutput(rgb=out_rgb.reshape(*shape, 3), alpha=acc.reshape(*shape, 1), depth=d.reshape(*shape, 1))
 
-# %% ../nbs/05_render.ipynb #652d276b
+# %% ../nbs/05_render.ipynb #5fce56dc
 def _gsplat():
     try:
         import gsplat
@@ -282,7 +282,7 @@ def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width,
         rgb = rgb + (1 - acc) * background[..., None, None, :]
     return RenderOutput(rgb=rgb, alpha=acc, depth=img[..., 3:4])
 
-# %% ../nbs/05_render.ipynb #75eeb7f5
+# %% ../nbs/05_render.ipynb #3e6b7ab2
 Backend = Literal["auto", "gsplat", "torch"]
 
 def render(means: Tensor, # [..., N, 3] world-frame centres, metres ([N, 3] or [B, N, 3])
@@ -331,7 +331,7 @@ def render(means: Tensor, # [..., N, 3] world-frame centres, metres ([N, 3] or [
     return fn(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background, sh_degree,
               near_plane, far_plane, eps2d, antialiased, tile_size=tile_size, max_elems=max_elems)
 
-# %% ../nbs/05_render.ipynb #d236078e
+# %% ../nbs/05_render.ipynb #90f5442c
 def backend_parity(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                    viewmats: Tensor, Ks: Tensor, width: int, height: int, # as for `render`, on a CUDA device
                    seed: int = 0, # for the random loss weights

@@ -15,7 +15,7 @@ def test_demo_embedded_default(tmp_path, anny_body):
     s = json.loads((out / "summary.json").read_text())
     assert s["body"]["model"] == "anny"
     assert s["template"]["num_gaussians"] == 4 * anny_body.num_faces == 109_680
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "summary.json", "template.npz", "template.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["avatar.ply", "config.yaml", "summary.json", "template.npz", "template.png"]
     t = load_template(out / "template.npz", expect_fingerprint=topology_fingerprint(anny_body.faces, anny_body.num_vertices))
     assert t.k == 4 and t.sh_degree == 3
     assert (out / "template.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
