@@ -108,3 +108,19 @@ def test_sh_view_dependence():
     d = sh_basis(1, torch.tensor([[-1.0, 0, 0]]))[0, 3] * 0.8  # seen from +x the direction to the Gaussian is -x
     torch.testing.assert_close(c_pos, 0.5 + d, atol=1e-5, rtol=0)
     torch.testing.assert_close(c_neg, 0.5 - d, atol=1e-5, rtol=0)
+
+
+def test_missing_gsplat_and_cuda_are_explained(monkeypatch):
+    import sys
+    from avatar_nb.render import RenderError, _gsplat
+    monkeypatch.setitem(sys.modules, "gsplat", None)  # import gsplat now raises ImportError
+    with pytest.raises(RenderError, match="pip install gsplat"):
+        _gsplat()
+    one = dict(means=torch.tensor([[0.0, 0, 2]]), quats=torch.tensor([[1.0, 0, 0, 0]]), scales=torch.full((1, 3), 0.1),
+               opacities=torch.tensor([0.5]), colors=torch.ones(1, 3), viewmats=torch.eye(4)[None],
+               Ks=torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])[None], width=16, height=16)
+    if not torch.cuda.is_available():
+        with pytest.raises(RenderError, match="needs CUDA"):
+            render(**one, backend="gsplat")
+    with pytest.raises(RenderError, match="backend must be"):
+        render(**one, backend="opengl")
