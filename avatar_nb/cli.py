@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['template_splats', 'template_figure', 'run_demo', 'print_summary', 'build_parser', 'main']
 
-# %% ../nbs/90_cli.ipynb #0a6b0e5a
+# %% ../nbs/90_cli.ipynb #9bc19ffd
 import argparse
 import json
 import math
@@ -23,7 +23,7 @@ from .localise import intrinsics, look_at, place_template
 from .render import render
 from .ply import Splats, save_ply
 
-# %% ../nbs/90_cli.ipynb #313b13c8
+# %% ../nbs/90_cli.ipynb #79249785
 def template_splats(t: GaussianTemplate) -> Splats:
     "A template's Gaussians on its rest mesh, in the body frame (metres, y up)."
     pg = place_template(t)
@@ -54,7 +54,7 @@ def template_figure(t: GaussianTemplate, # template to draw
     fig.tight_layout()
     return fig
 
-# %% ../nbs/90_cli.ipynb #e72aa682
+# %% ../nbs/90_cli.ipynb #0ceb0791
 def run_demo(out: str | Path, # output folder (created)
              cfg: Config | None = None, # config; the embedded default when None
             ) -> dict:
@@ -89,7 +89,7 @@ def print_summary(s: dict) -> None:
     w = max(len(r[0]) for r in rows)
     for k, v in rows: print(f"  {k:<{w}}  {v}")
 
-# %% ../nbs/90_cli.ipynb #f897dae8
+# %% ../nbs/90_cli.ipynb #ef1a82ab
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar_nb", description="Animatable 3D Gaussian avatars of people.")
     p.add_argument("--version", action="version", version=f"avatar_nb {__version__}")
@@ -98,18 +98,59 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     d.add_argument("--config", default=None, help="YAML config file (default: built-in defaults)")
     d.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. template.k=2")
+    sy = sub.add_parser("synth", help="generate a synthetic dataset of Anny people (the embedded default data)")
+    sy.add_argument("--out", required=True, help="dataset folder to write")
+    sy.add_argument("--identities", type=int, default=1, help="number of people")
+    sy.add_argument("--poses", type=int, default=8, help="poses per person (train and held-out)")
+    sy.add_argument("--views", type=int, default=6, help="cameras around the person")
+    sy.add_argument("--size", type=int, default=256, help="image size, pixels")
+    sy.add_argument("--monocular", action="store_true", help="add a moving monocular camera")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    pp = sub.add_parser("preprocess", help="run NLF over a folder of frames and write a dataset")
+    pp.add_argument("--images", required=True, help="folder of frames (.png/.jpg), sorted by name")
+    pp.add_argument("--out", required=True, help="dataset folder to write")
+    pp.add_argument("--nlf", required=True, help="NLF TorchScript checkpoint")
+    pp.add_argument("--masks", default=None, help="folder of masks named like the frames")
+    pp.add_argument("--person", choices=["best", "all"], default="best", help="highest-scoring person, or everyone")
+    pp.add_argument("--body-model-path", default=None, help="SMPL-X model file (its faces make silhouette masks)")
+    pp.add_argument("--batch-size", type=int, default=16)
+    pp.add_argument("--fov-degrees", type=float, default=None, help="camera field of view (default: NLF's 55)")
+    pp.add_argument("--on-empty", choices=["skip", "error"], default="skip", help="a frame where nobody is found")
+    pp.add_argument("--test-every", type=int, default=10, help="hold out every n-th frame as a test pose (0: none)")
+    pp.add_argument("--device", default="cpu")
+    pp.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     return p
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `avatar_nb` command."
     args = build_parser().parse_args(argv)
+    from avatar_nb.nlf import NLFError
     try:
-        cfg = load_config(args.config, args.overrides)
         if args.command == "demo":
+            cfg = load_config(args.config, args.overrides)
             s = run_demo(args.out, cfg)
             print(f"avatar_nb demo -> {Path(args.out).resolve()}")
             print_summary(s)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        elif args.command == "synth":
+            from avatar_nb.synth import SynthConfig, generate_dataset
+            sc = SynthConfig(identities=args.identities, poses=args.poses, views=args.views, size=args.size,
+                             monocular=args.monocular, seed=args.seed)
+            s = generate_dataset(args.out, sc, overwrite=args.overwrite)
+            print(f"avatar_nb synth -> {Path(args.out).resolve()}")
+            print(json.dumps(s, indent=1, default=str))
+        elif args.command == "preprocess":
+            from avatar_nb.preprocess import PreprocessConfig, preprocess
+            pc = PreprocessConfig(images=args.images, out=args.out, nlf=args.nlf, masks=args.masks, person=args.person,
+                                  body_model_path=args.body_model_path, batch_size=args.batch_size,
+                                  fov_degrees=args.fov_degrees, on_empty=args.on_empty, test_every=args.test_every,
+                                  device=args.device, overwrite=args.overwrite)
+            r = preprocess(pc)
+            print(f"avatar_nb preprocess -> {Path(args.out).resolve()}")
+            print(f"  {r['frames_in']} frames, {len(r['empty_frames'])} without a person (skipped), "
+                  f"{r['frames_out']} written; NLF predictions {'cached' if r['nlf_cached'] else 'computed'}; "
+                  f"masks {r['masks']}")
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, NLFError) as e:
         print(f"avatar_nb {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
