@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['ModelConfig', 'colour_hint', 'PlacedGaussians', 'AvatarModel']
 
-# %% ../nbs/14_model.ipynb #000869d7
+# %% ../nbs/14_model.ipynb #b7f4b348
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +18,7 @@ from .encoders import EncoderConfig, build_image_encoder, IdentityEncoder
 from .sampling import LocalSampler, sample_map
 from .decoder import DecoderConfig, GaussianDecoder, DecodedGaussians
 
-# %% ../nbs/14_model.ipynb #8eb67202
+# %% ../nbs/14_model.ipynb #59f2df63
 @dataclass
 class ModelConfig:
     "The avatar model: encoders, local sampling and decoder."
@@ -27,7 +27,7 @@ class ModelConfig:
     tol: float = 0.02  # sampler: depth tolerance of the visibility test, metres
     colour_hint: bool = True  # start each Gaussian's colour from the source image (else the template's)
 
-# %% ../nbs/14_model.ipynb #719db811
+# %% ../nbs/14_model.ipynb #ab5e9825
 def colour_hint(image: Tensor, # [B, 3, H, W] RGB in [0, 1]
                 x2d: Tensor, # [B, N, 2] Gaussian centres in the image, pixels
                 visible: Tensor, # [B, N] bool, seen in this image
@@ -39,7 +39,7 @@ def colour_hint(image: Tensor, # [B, 3, H, W] RGB in [0, 1]
     mean = torch.where(n > 0, (rgb * w).sum(1) / n.clamp_min(1), torch.full_like(n, 0.5))  # [B, 3]
     return torch.where(visible[..., None], rgb, mean[:, None])
 
-# %% ../nbs/14_model.ipynb #ce5991ae
+# %% ../nbs/14_model.ipynb #71e9061d
 @dataclass
 class PlacedGaussians:
     "Decoded Gaussians on a target body, in its camera's frame: ready for `render`."
@@ -61,7 +61,7 @@ class PlacedGaussians:
         vm = torch.eye(4, dtype=self.means.dtype, device=self.means.device).expand(B, 1, 4, 4)
         return render(self.means, self.quats, self.scales, self.opacities, self.sh, vm, Ks, width, height, **kw)
 
-# %% ../nbs/14_model.ipynb #23225bc4
+# %% ../nbs/14_model.ipynb #3d80330f
 def _expect(name: str, t, dims: list, what: str, ref: str = "src_images"):
     "Raise ValueError unless `t` has shape `dims` ([(label, size or None)]); names the first mismatch."
     if not torch.is_tensor(t): raise ValueError(f"{name} must be a tensor ({what}), got {type(t).__name__}")

@@ -3,6 +3,12 @@
     python benchmarks/bench_forward.py                      # Anny k=4, B=4: CPU at 256x256, CUDA at 512x512 when present
     python benchmarks/bench_forward.py --mesh m.npz         # a mesh saved by bench_localise.py --save-mesh (no anny needed)
     python benchmarks/bench_forward.py --stages             # also time each stage (synchronising between them)
+    python benchmarks/bench_forward.py --devices cuda --compile max-autotune-no-cudagraphs
+                                                            # adds the fast GPU path (see below)
+
+The fast GPU path: the sampler's z-buffer stride fixed once from a first batch (no host read per call),
+the whole forward under bfloat16 autocast, and the model wrapped in `torch.compile(mode=...)`. The first
+call compiles (minutes with max-autotune); shapes must then stay fixed.
 
 Rows: the decoder's MLP in float32, and under bfloat16 autocast (DecoderConfig(bf16=True)); everything
 else in float32. Median and best of --reps runs after warm-up, under torch.no_grad().
@@ -23,6 +29,7 @@ from avatar_nb.template import make_template
 from avatar_nb.localise import intrinsics, look_at, transform_points
 from avatar_nb.decoder import DecoderConfig
 from avatar_nb.model import AvatarModel, ModelConfig
+from avatar_nb.sampling import pick_zbuffer_stride
 
 
 def sync(device):
@@ -72,6 +79,7 @@ def main():
     ap.add_argument("--reps", type=int, default=0, help="timed runs (default: 5 on CPU, 50 on CUDA)")
     ap.add_argument("--devices", default="cpu,cuda")
     ap.add_argument("--stages", action="store_true", help="also print a per-stage breakdown")
+    ap.add_argument("--compile", default=None, help="on CUDA, also time the fast path with torch.compile(mode=COMPILE)")
     a = ap.parse_args()
     if a.mesh:
         z = np.load(a.mesh)
@@ -105,6 +113,21 @@ def main():
                 med, best = timeit(fn, d, reps, warmup=10 if d.type == "cuda" else 2)
                 if a.stages: stages.append((dev_name, S, bf16, stage_times(model, fn, d, min(reps, 10))))
             rows.append((dev_name, S, "bfloat16" if bf16 else "float32", med, best))
+        if a.compile and d.type == "cuda":
+            torch.manual_seed(0)
+            model = AvatarModel(t, ModelConfig(decoder=DecoderConfig(bf16=True))).to(d).eval()
+            with torch.no_grad():
+                x2d = model.localiser(sv, K, check=False).x2d
+                model.sampler.zbuffer_stride = pick_zbuffer_stride(x2d, (S, S), model.image_encoder.stride)
+            fast = torch.compile(model, mode=a.compile)
+            def fn():
+                with torch.autocast("cuda", dtype=torch.bfloat16): return fast(imgs, sv, K, tv, check=False)
+            t0 = time.perf_counter()
+            with torch.no_grad(): fn(); sync(d)
+            print(f"torch.compile({a.compile!r}): first call {time.perf_counter() - t0:.0f} s")
+            with torch.no_grad(): med, best = timeit(fn, d, reps, warmup=10)
+            rows.append((dev_name, S, f"bf16 autocast, fixed z-buffer stride {model.sampler.zbuffer_stride}, "
+                                      f"torch.compile({a.compile})", med, best))
     print(f"\nAvatarModel.forward ({name} mesh, k={a.k}: {t.num_gaussians:,} Gaussians per person), B={B}, "
           f"{reps} timed runs, no grad, torch {torch.__version__}\n")
     print("| device | image size | decoder MLP | B | ms per forward (median) | ms (best) |")
