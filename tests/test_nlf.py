@@ -14,7 +14,8 @@ from avatar_nb.nlf import load_nlf, run_nlf, write_nlf_standin, NLFError
 
 @pytest.fixture()
 def standin(tmp_path):
-    return write_nlf_standin(tmp_path / "nlf.torchscript", torch.randn(300, 3) * torch.tensor([0.15, 0.5, 0.1]))
+    g = torch.Generator().manual_seed(0)
+    return write_nlf_standin(tmp_path / "nlf.torchscript", (torch.rand(300, 3, generator=g) - 0.5) * torch.tensor([0.3, 1.0, 0.2]))
 
 
 def test_units_and_pixels_against_the_raw_output(standin):
