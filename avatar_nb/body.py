@@ -6,7 +6,7 @@
 __all__ = ['ANNY_TO_BODY', 'MODEL_SOURCES', 'SMPL_LAYOUT_JOINTS', 'BodyOutput', 'BodyModel', 'axis_angle_to_matrix', 'AnnyBody',
            'find_model_file', 'SmplxBody', 'load_body_model', 'anny_bone', 'write_tiny_model_file']
 
-# %% ../nbs/02_body_models.ipynb #db2e88bb
+# %% ../nbs/02_body_models.ipynb #355d841d
 import math
 import os
 import pickle
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .config import BodyConfig
 
-# %% ../nbs/02_body_models.ipynb #027f46f2
+# %% ../nbs/02_body_models.ipynb #3b928750
 @dataclass
 class BodyOutput:
     "Posed body: vertices and joints in the body frame (metres, y up, facing +z)."
@@ -62,7 +62,7 @@ class BodyModel(nn.Module):
             out[k] = v
         return out
 
-# %% ../nbs/02_body_models.ipynb #25b12fd6
+# %% ../nbs/02_body_models.ipynb #ff0bac27
 # Anny's frame is z up, facing -y; the project's body frame is y up, facing +z (rotation about x by -90 deg).
 ANNY_TO_BODY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
@@ -100,20 +100,18 @@ class AnnyBody(BodyModel):
         self.register_buffer("to_body", ANNY_TO_BODY.to(dtype))
         self.register_buffer("faces", self.model.get_triangular_faces().long())
         with torch.no_grad():
-            rest = self._run(self.zero_params_raw(1)).vertices[0]
+            rest = self._run(self.zero_params(1)).vertices[0]
         self.register_buffer("rest_vertices", rest)
 
     def param_shapes(self):
         return {"pose": (len(self.bone_labels), 3), "phenotype": (len(self.phenotype_labels),), "transl": (3,)}
 
-    def zero_params_raw(self, B):
-        dt = self.to_body.dtype
-        return {"pose": torch.zeros(B, len(self.bone_labels), 3, dtype=dt, device=self.to_body.device),
-                "phenotype": torch.full((B, len(self.phenotype_labels)), 0.5, dtype=dt, device=self.to_body.device),
-                "transl": torch.zeros(B, 3, dtype=dt, device=self.to_body.device)}
-
     def zero_params(self, batch_size: int = 1):
-        return self.zero_params_raw(batch_size)  # phenotype 0.5 is Anny's average person
+        "Rest pose, no translation, and phenotype 0.5 (Anny's average person)."
+        dt, dev = self.to_body.dtype, self.to_body.device
+        return {"pose": torch.zeros(batch_size, len(self.bone_labels), 3, dtype=dt, device=dev),
+                "phenotype": torch.full((batch_size, len(self.phenotype_labels)), 0.5, dtype=dt, device=dev),
+                "transl": torch.zeros(batch_size, 3, dtype=dt, device=dev)}
 
     def _run(self, p):
         B, J = p["pose"].shape[:2]
@@ -128,7 +126,7 @@ class AnnyBody(BodyModel):
     def forward(self, **params) -> BodyOutput:
         return self._run(self.check_params(params))
 
-# %% ../nbs/02_body_models.ipynb #b6dd03d0
+# %% ../nbs/02_body_models.ipynb #b3fb8424
 MODEL_SOURCES = {"smplx": "https://smpl-x.is.tue.mpg.de (free registration; non-commercial licence)",
                  "smpl": "https://smpl.is.tue.mpg.de (free registration; non-commercial licence)"}
 
@@ -150,7 +148,7 @@ def find_model_file(kind: str, # "smplx" or "smpl"
                             f"{', '.join(map(str, tried))}. Download {stem}.npz from {MODEL_SOURCES[kind]} "
                             f"and point body.model_path at it.")
 
-# %% ../nbs/02_body_models.ipynb #422db7c0
+# %% ../nbs/02_body_models.ipynb #64e21295
 class SmplxBody(BodyModel):
     "SMPL-X or SMPL from the user's model file, through the smplx package."
 
@@ -196,7 +194,7 @@ class SmplxBody(BodyModel):
         out = self.model(**p, return_verts=True)
         return BodyOutput(vertices=out.vertices, joints=out.joints[:, :self.num_kin_joints])
 
-# %% ../nbs/02_body_models.ipynb #8a2fdcb3
+# %% ../nbs/02_body_models.ipynb #84b042ec
 def load_body_model(cfg: BodyConfig | None = None, # body config; None for the embedded default (Anny)
                     dtype: torch.dtype = torch.float32,
                    ) -> BodyModel:
@@ -208,13 +206,13 @@ def load_body_model(cfg: BodyConfig | None = None, # body config; None for the e
                          cfg.flat_hand_mean, dtype=dtype)
     raise ValueError(f"body.model must be one of 'anny', 'smplx', 'smpl', got {cfg.model!r}")
 
-# %% ../nbs/02_body_models.ipynb #045ae5f8
+# %% ../nbs/02_body_models.ipynb #79d9aa60
 def anny_bone(body: AnnyBody, name: str) -> int:
     "Index of an Anny bone by label, with the labels listed when it is absent."
     if name not in body.bone_labels: raise KeyError(f"no Anny bone {name!r}; bones: {body.bone_labels}")
     return body.bone_labels.index(name)
 
-# %% ../nbs/02_body_models.ipynb #83afe32b
+# %% ../nbs/02_body_models.ipynb #84c55527
 SMPL_LAYOUT_JOINTS = {"smplx": 55, "smpl": 24}
 
 def write_tiny_model_file(path: str | Path, # where to write (SMPLX_NEUTRAL.npz or SMPL_NEUTRAL.pkl)

@@ -6,7 +6,7 @@
 __all__ = ['FORMAT', 'VERSION', 'BODY_PARAMS', 'DatasetError', 'Camera', 'DatasetIndex', 'check_bodies', 'check_entry',
            'check_files', 'load_dataset_index', 'mesh_raster', 'write_tiny_dataset']
 
-# %% ../nbs/08_data.ipynb #8a89f977
+# %% ../nbs/08_data.ipynb #385359f1
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-# %% ../nbs/08_data.ipynb #7c928704
+# %% ../nbs/08_data.ipynb #a001dfbc
 FORMAT, VERSION = "avatar_nb-dataset", 1
 # per-frame shapes of each body model's parameters in bodies.npz (None: any size)
 BODY_PARAMS = {"anny": {"pose": (None, 3), "phenotype": (None,), "transl": (3,)},
@@ -66,7 +66,7 @@ class DatasetIndex:
                 f"{len(set(self.identity.tolist()))} identities, {len(self.cameras)} cameras, "
                 f"splits {({k: len(v) for k, v in self.splits.items()})})")
 
-# %% ../nbs/08_data.ipynb #18933199
+# %% ../nbs/08_data.ipynb #ccbfd933
 def _read_json(path: Path, what: str):
     if not path.is_file(): raise FileNotFoundError(f"{path} not found: {what}")
     try: return json.loads(path.read_text())
@@ -99,7 +99,7 @@ def _read_cameras(path: Path) -> dict[str, Camera]:
         cams[name] = Camera(K, E, W, H)
     return cams
 
-# %% ../nbs/08_data.ipynb #7518c6d3
+# %% ../nbs/08_data.ipynb #84c16117
 def check_bodies(arrays: dict[str, np.ndarray], # frame, identity, optional vertices, body parameters
                  body_model: str, # "anny", "smplx", "smpl"
                  where: str, # file name for messages
@@ -155,7 +155,7 @@ def _read_splits(path: Path, frames: set, cameras: dict) -> dict[str, list[tuple
         out[name] = rows
     return out
 
-# %% ../nbs/08_data.ipynb #0974f043
+# %% ../nbs/08_data.ipynb #5b09a09f
 def _file_size(path: Path) -> tuple[int, int]:
     "(width, height) of an image or .npy mask, from its header."
     if path.suffix == ".npy":
@@ -186,7 +186,7 @@ def check_files(index: DatasetIndex, on_error: Literal["raise", "skip"] = "raise
     index.skipped += [f"{f}/{c}: {why}" for (f, c), why in bad.items()]
     return index
 
-# %% ../nbs/08_data.ipynb #af89dc1b
+# %% ../nbs/08_data.ipynb #da99f66e
 def load_dataset_index(root: str | Path, # dataset folder (meta.json, cameras.json, bodies.npz, splits.json)
                        on_error: Literal["raise", "skip"] = "raise", # bad image/mask files: raise, or skip them
                        check: bool = True, # check every listed file's header (presence, decodability, size)
@@ -208,7 +208,7 @@ def load_dataset_index(root: str | Path, # dataset folder (meta.json, cameras.js
     index = DatasetIndex(root, meta, cameras, frames, identity, params, vertices, splits, files)
     return check_files(index, on_error) if check else index
 
-# %% ../nbs/08_data.ipynb #4fb7099f
+# %% ../nbs/08_data.ipynb #40c2f7ea
 def mesh_raster(vertices: Tensor, # [V, 3] world frame, metres
                 faces: Tensor, # [F, 3]
                 K: Tensor, viewmat: Tensor, # [3, 3] project convention; [4, 4] world-to-camera
@@ -242,10 +242,9 @@ def write_tiny_dataset(root: str | Path, # folder to create (replaced when it ex
                        fov_degrees: float = 45.0,
                       ) -> Path:
     "A small dataset of the tiny SMPL-layout body in the project format: exact masks, images shaded by depth."
-    import shutil
+    import os, shutil, tempfile
     from avatar_nb.body import load_body_model
     from avatar_nb.config import BodyConfig
-    from avatar_nb.localise import intrinsics, look_at
     root = Path(root)
     body = load_body_model(BodyConfig(model="smpl", model_path=str(model_file)))
     g = torch.Generator().manual_seed(seed)
@@ -254,8 +253,21 @@ def write_tiny_dataset(root: str | Path, # folder to create (replaced when it ex
     p["transl"][:, 0] = 0.1 * torch.arange(n_frames)
     with torch.no_grad(): verts = body(**p).vertices
     frames = [f"{i:06d}" for i in range(n_frames)]
-    tmp = root.with_name(f".{root.name}.part")
-    if tmp.exists(): shutil.rmtree(tmp)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        _write_tiny(tmp, body, p, verts, frames, cameras, width, height, fov_degrees, seed, n_frames)
+        old = root.with_name(f".{root.name}.old-{os.getpid()}") if root.exists() else None
+        if old is not None: os.replace(root, old)  # the old dataset stays whole until the new one is in place
+        os.replace(tmp, root)
+        if old is not None: shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+def _write_tiny(tmp, body, p, verts, frames, cameras, width, height, fov_degrees, seed, n_frames):
+    from avatar_nb.localise import intrinsics, look_at
     cams, rows = {}, torch.arange(height)[:, None] / height
     for name, azimuth in cameras:
         a = math.radians(azimuth)
@@ -277,6 +289,3 @@ def write_tiny_dataset(root: str | Path, # folder to create (replaced when it ex
     (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, "body_model": "smpl",
                                                "source": "synthetic", "masks": "exact",
                                                "generator": {"tiny": True, "seed": seed, "n_frames": n_frames}}))
-    if root.exists(): shutil.rmtree(root)
-    tmp.rename(root)
-    return root

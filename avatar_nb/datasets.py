@@ -6,7 +6,7 @@
 __all__ = ['OPENCV_TO_PROJECT', 'PEOPLESNAPSHOT_SPLITS', 'REFINED_FILES', 'opencv_intrinsics', 'body_vertices',
            'load_peoplesnapshot', 'distort_pixels', 'undistort_map', 'remap', 'neuralbody_body', 'load_zju_mocap']
 
-# %% ../nbs/08a_datasets.ipynb #a7ed4ae7
+# %% ../nbs/08a_datasets.ipynb #e6eed4ee
 import math
 import re
 from pathlib import Path
@@ -18,7 +18,7 @@ from PIL import Image
 
 from .data import FORMAT, VERSION, Camera, DatasetError, DatasetIndex, check_bodies, check_files
 
-# %% ../nbs/08a_datasets.ipynb #4b8da50f
+# %% ../nbs/08a_datasets.ipynb #1607c480
 OPENCV_TO_PROJECT = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
 
 def opencv_intrinsics(K: np.ndarray, # [3, 3] pixels, pixel centres at integers (OpenCV)
@@ -27,7 +27,7 @@ def opencv_intrinsics(K: np.ndarray, # [3, 3] pixels, pixel centres at integers 
     K = np.asarray(K, dtype=float).reshape(3, 3)
     return OPENCV_TO_PROJECT @ K
 
-# %% ../nbs/08a_datasets.ipynb #d45f25b6
+# %% ../nbs/08a_datasets.ipynb #acfb83b3
 def body_vertices(index: DatasetIndex, body_model, # a BodyModel of the kind index.body_model names
                   rows: Sequence[int] | None = None, # frames (rows) to compute; None: all
                   batch_size: int = 64,
@@ -49,7 +49,7 @@ def body_vertices(index: DatasetIndex, body_model, # a BodyModel of the kind ind
         v = np.einsum("tij,tvj->tvi", T[:, :3, :3], v) + T[:, None, :3, 3]
     return v.astype(np.float32)
 
-# %% ../nbs/08a_datasets.ipynb #dd036572
+# %% ../nbs/08a_datasets.ipynb #999f6d30
 PEOPLESNAPSHOT_SPLITS = {  # train frames; test_pose defaults to every frame after them
     "female-3": {"train": (0, 445, 4), "test_pose": (446, 647, 1)},
     "female-4": {"train": (0, 335, 4)}, "male-3": {"train": (0, 455, 4)}, "male-4": {"train": (0, 659, 6)}}
@@ -77,7 +77,7 @@ def _smpl_from(d: dict, n: int, where: str) -> dict[str, np.ndarray]:
     f = lambda a: np.array(a, dtype=np.float32)
     return {"global_orient": f(pose[:, :3]), "body_pose": f(pose[:, 3:]), "betas": f(betas), "transl": f(d["transl"])}
 
-# %% ../nbs/08a_datasets.ipynb #7d80bcc3
+# %% ../nbs/08a_datasets.ipynb #7173f60f
 def load_peoplesnapshot(root: str | Path, # a subject's folder (cameras.npz, images/, masks/, poses.npz)
                         body_model_path: str | Path | None = None, # SMPL_NEUTRAL.pkl or its folder; None: vertices later
                         splits: dict[str, tuple[int, int, int]] | None = None, # name -> inclusive (start, end, step)
@@ -131,7 +131,7 @@ def _with_vertices(index: DatasetIndex, body_model_path) -> DatasetIndex:
         index.vertices = body_vertices(index, load_body_model(BodyConfig(model="smpl", model_path=str(body_model_path))))
     return index
 
-# %% ../nbs/08a_datasets.ipynb #ebcbd952
+# %% ../nbs/08a_datasets.ipynb #c981ff8b
 def distort_pixels(uv: np.ndarray, # [..., 2] pixel positions of a pinhole camera K (project convention)
                    K: np.ndarray, # [3, 3]
                    dist: np.ndarray, # [4] or [5] OpenCV k1 k2 p1 p2 (k3)
@@ -168,7 +168,7 @@ def remap(a: np.ndarray, # [H, W] or [H, W, C] uint8
     out = (flat[m[0]] * m[1][..., None]).sum(0)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(a.shape)
 
-# %% ../nbs/08a_datasets.ipynb #25e0c34b
+# %% ../nbs/08a_datasets.ipynb #2fc5d642
 def _param_number(image: str, position: int) -> int:
     stem = Path(image).stem
     if stem.isdigit(): return int(stem)
@@ -187,7 +187,7 @@ def neuralbody_body(p: dict, where: str) -> tuple[dict[str, np.ndarray], np.ndar
     return {"global_orient": np.zeros(3, np.float32), "body_pose": poses[3:], "betas": shapes[:10],
             "transl": np.zeros(3, np.float32)}, E
 
-# %% ../nbs/08a_datasets.ipynb #0d6ed963
+# %% ../nbs/08a_datasets.ipynb #26c12703
 def load_zju_mocap(root: str | Path, # a CoreView_XXX folder
                    body_model_path: str | Path | None = None, # SMPL_NEUTRAL.pkl or its folder; None: vertices later
                    train_cameras: Sequence[int] = (0,), # camera indices of the train split

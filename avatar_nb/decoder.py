@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DecoderConfig', 'positional_encoding', 'raw_channels', 'DecodedGaussians', 'activate', 'GaussianDecoder']
 
-# %% ../nbs/13_decoder.ipynb #05932c58
+# %% ../nbs/13_decoder.ipynb #b052df44
 import math
 from dataclasses import dataclass
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .template import GaussianTemplate, SH_C0
 from .localise import quat_multiply
 
-# %% ../nbs/13_decoder.ipynb #50680169
+# %% ../nbs/13_decoder.ipynb #d324ab1c
 @dataclass
 class DecoderConfig:
     "Settings of the Gaussian decoder."
@@ -27,7 +27,7 @@ class DecoderConfig:
     max_offset: float = 0.02  # bound on |offset|, metres
     max_log_scale: float = 2.0  # scale stays within template scale * exp(+-max_log_scale)
     max_logit: float = 9.0  # opacity logit bound: opacity within (1.2e-4, 0.99988)
-    bf16: bool = False  # run the MLP under bfloat16 autocast (activations stay float32)
+    bf16: bool = False  # run the MLP under bfloat16 autocast (the attributes `activate` returns are float32)
 
     def __post_init__(self):
         for k in ("hidden", "layers"):
@@ -37,7 +37,7 @@ class DecoderConfig:
         for k in ("max_offset", "max_log_scale", "max_logit"):
             if not getattr(self, k) > 0: raise ValueError(f"decoder.{k} must be > 0, got {getattr(self, k)}")
 
-# %% ../nbs/13_decoder.ipynb #314c9d96
+# %% ../nbs/13_decoder.ipynb #1b0455b1
 def positional_encoding(x: Tensor, # [..., 3] positions (about [-1, 1])
                         n_freqs: int, # number of octaves
                        ) -> Tensor:  # [..., 3 + 6 n_freqs]: x, sin(2^k π x), cos(2^k π x)
@@ -47,7 +47,7 @@ def positional_encoding(x: Tensor, # [..., 3] positions (about [-1, 1])
     xf = (x[..., None, :] * freqs[:, None]).flatten(-2)  # [..., n*3]
     return torch.cat([x, xf.sin(), xf.cos()], -1)
 
-# %% ../nbs/13_decoder.ipynb #f05920bb
+# %% ../nbs/13_decoder.ipynb #cf541542
 def raw_channels(sh_coeffs: int, offset: bool) -> dict[str, int]:
     "Channels of each attribute in the decoder's raw output, in order."
     return {"rotation": 3, "scale": 3, "opacity": 1, "sh": 3 * sh_coeffs, **({"offset": 1} if offset else {})}
@@ -94,7 +94,7 @@ def activate(raw: Tensor, # [B, N, R] raw decoder output, R = sum(raw_channels(K
     off = cfg.max_offset * torch.tanh(r["offset"][..., 0]) if cfg.offset else raw.new_zeros(B, N)
     return DecodedGaussians(rotation=rot, scale=scl, opacity=opa, sh=shc, offset=off)
 
-# %% ../nbs/13_decoder.ipynb #d0f5c9fe
+# %% ../nbs/13_decoder.ipynb #b2e1e585
 class GaussianDecoder(nn.Module):
     "Per-Gaussian MLP from [z_id, f_i, PE(x_can)] to face-local Gaussian attributes around a template."
 

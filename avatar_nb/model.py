@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['ModelConfig', 'colour_hint', 'PlacedGaussians', 'AvatarModel']
 
-# %% ../nbs/14_model.ipynb #b7f4b348
+# %% ../nbs/14_model.ipynb #3854a5c5
 from dataclasses import dataclass, field
 
 import torch
@@ -18,16 +18,17 @@ from .encoders import EncoderConfig, build_image_encoder, IdentityEncoder
 from .sampling import LocalSampler, sample_map
 from .decoder import DecoderConfig, GaussianDecoder, DecodedGaussians
 
-# %% ../nbs/14_model.ipynb #59f2df63
+# %% ../nbs/14_model.ipynb #a4a1ff62
 @dataclass
 class ModelConfig:
     "The avatar model: encoders, local sampling and decoder."
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # image and identity encoders
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # per-Gaussian MLP and its bounds
     tol: float = 0.02  # sampler: depth tolerance of the visibility test, metres
+    zbuffer_stride: int | None = None  # sampler: fixed fine z-buffer stride, pixels; None: from the point density (a host sync)
     colour_hint: bool = True  # start each Gaussian's colour from the source image (else the template's)
 
-# %% ../nbs/14_model.ipynb #ab5e9825
+# %% ../nbs/14_model.ipynb #8304a53c
 def colour_hint(image: Tensor, # [B, 3, H, W] RGB in [0, 1]
                 x2d: Tensor, # [B, N, 2] Gaussian centres in the image, pixels
                 visible: Tensor, # [B, N] bool, seen in this image
@@ -39,7 +40,7 @@ def colour_hint(image: Tensor, # [B, 3, H, W] RGB in [0, 1]
     mean = torch.where(n > 0, (rgb * w).sum(1) / n.clamp_min(1), torch.full_like(n, 0.5))  # [B, 3]
     return torch.where(visible[..., None], rgb, mean[:, None])
 
-# %% ../nbs/14_model.ipynb #71e9061d
+# %% ../nbs/14_model.ipynb #6b0135d3
 @dataclass
 class PlacedGaussians:
     "Decoded Gaussians on a target body, in its camera's frame: ready for `render`."
@@ -61,7 +62,7 @@ class PlacedGaussians:
         vm = torch.eye(4, dtype=self.means.dtype, device=self.means.device).expand(B, 1, 4, 4)
         return render(self.means, self.quats, self.scales, self.opacities, self.sh, vm, Ks, width, height, **kw)
 
-# %% ../nbs/14_model.ipynb #3d80330f
+# %% ../nbs/14_model.ipynb #e3779847
 def _expect(name: str, t, dims: list, what: str, ref: str = "src_images"):
     "Raise ValueError unless `t` has shape `dims` ([(label, size or None)]); names the first mismatch."
     if not torch.is_tensor(t): raise ValueError(f"{name} must be a tensor ({what}), got {type(t).__name__}")
@@ -87,7 +88,7 @@ class AvatarModel(nn.Module):
         self.image_encoder = build_image_encoder(cfg.encoder, nlf_model)
         C, self.stride = int(self.image_encoder.feat_dim), int(self.image_encoder.stride)
         self.identity_encoder = IdentityEncoder(C, cfg.encoder.z_dim, cfg.encoder.id_hidden)
-        self.sampler = LocalSampler(C, tol=cfg.tol)
+        self.sampler = LocalSampler(C, tol=cfg.tol, zbuffer_stride=cfg.zbuffer_stride)
         self.decoder = GaussianDecoder(template, cfg.encoder.z_dim, C, cfg.decoder)
         self.localiser = Localiser(template)
         self.feat_dim, self.num_vertices, self.num_gaussians = C, self.localiser.num_vertices, template.num_gaussians

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['Splats', 'flip_yz', 'ply_property_names', 'save_ply', 'load_ply', 'save_ply_sequence']
 
-# %% ../nbs/06_ply.ipynb #fc5fb789
+# %% ../nbs/06_ply.ipynb #640ec3ca
 import math
 import os
 import warnings
@@ -18,7 +18,7 @@ import torch
 from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError, PlyListProperty
 from torch import Tensor
 
-# %% ../nbs/06_ply.ipynb #861254d4
+# %% ../nbs/06_ply.ipynb #535ef152
 @dataclass
 class Splats:
     "N Gaussians as a viewer draws them: activated attributes and SH colour coefficients."
@@ -40,7 +40,7 @@ class Splats:
                              f"got {list(self.sh.shape)}")
         return math.isqrt(K) - 1
 
-# %% ../nbs/06_ply.ipynb #e258a15a
+# %% ../nbs/06_ply.ipynb #80627008
 # sign of each basis function under (x, y, z) -> (x, -y, -z), gsplat's real-SH order, degrees 0..3
 _SH_FLIP = (1.0,  -1.0, -1.0, 1.0,  -1.0, 1.0, 1.0, -1.0, 1.0,  -1.0, 1.0, -1.0, -1.0, 1.0, -1.0, 1.0)
 
@@ -54,7 +54,7 @@ def flip_yz(s: Splats, # Gaussians in one frame
     sign = torch.tensor(_SH_FLIP[:s.sh.shape[1]], dtype=s.sh.dtype, device=s.sh.device)
     return Splats(means=means, quats=quats, scales=s.scales, opacities=s.opacities, sh=s.sh * sign[:, None])
 
-# %% ../nbs/06_ply.ipynb #32089a0d
+# %% ../nbs/06_ply.ipynb #f84d54b4
 _REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
              "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 
@@ -136,7 +136,7 @@ def save_ply(path: str | Path, # destination, *.ply
         if tmp.exists(): tmp.unlink()
     return path
 
-# %% ../nbs/06_ply.ipynb #3243f2a4
+# %% ../nbs/06_ply.ipynb #f040beb7
 def _read(path: Path) -> PlyData:
     if not path.is_file(): raise FileNotFoundError(f"PLY file not found: {path}")
     try:
@@ -184,7 +184,7 @@ def load_ply(path: str | Path, # a 3DGS PLY (INRIA layout)
                   for n in ("means", "quats", "scales", "opacities", "sh")})
     return flip_yz(s, inverse=True) if frame == "y_up" else s
 
-# %% ../nbs/06_ply.ipynb #9e008d26
+# %% ../nbs/06_ply.ipynb #a131ab59
 def save_ply_sequence(folder: str | Path, # created if missing
                       frames: Iterable[Splats], # one Splats per frame, in order
                       frame: Literal["y_up", "y_down"] = "y_up", # as in save_ply

@@ -6,7 +6,7 @@
 __all__ = ['IMAGE_EXTS', 'WORLD_FROM_CAMERA', 'SMPLX_POSE_PARTS', 'PreprocessConfig', 'list_frames', 'read_rgb',
            'nlf_predictions', 'mesh_silhouette', 'points_silhouette', 'dilate', 'preprocess']
 
-# %% ../nbs/10_preprocess.ipynb #72030763
+# %% ../nbs/10_preprocess.ipynb #1cbb0d0f
 import hashlib
 import json
 import os
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .nlf import NLFPeople, load_nlf, run_nlf
+from .nlf import NLFPeople, load_nlf, nlf_default_K, run_nlf
 
-# %% ../nbs/10_preprocess.ipynb #35d546b0
+# %% ../nbs/10_preprocess.ipynb #3c326647
 @dataclass
 class PreprocessConfig:
     "Settings of `avatar_nb preprocess`."
@@ -60,7 +60,7 @@ def read_rgb(path: Path) -> np.ndarray:
     except Exception as e:
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
-# %% ../nbs/10_preprocess.ipynb #af9cafdd
+# %% ../nbs/10_preprocess.ipynb #e66fca99
 def _cache_key(files, cfg: PreprocessConfig) -> str:
     h = hashlib.sha256()
     ck = Path(cfg.nlf)
@@ -90,7 +90,6 @@ def nlf_predictions(files: list[Path], cfg: PreprocessConfig) -> tuple[NLFPeople
         ims = [read_rgb(f) for f in chunk]
         K = None
         if cfg.fov_degrees is not None:
-            from avatar_nb.nlf import nlf_default_K
             K = torch.stack([nlf_default_K(im.shape[1], im.shape[0], cfg.fov_degrees) for im in ims])
         p = run_nlf(model, ims, K=K, policy="single" if cfg.person == "best" else "multi", batch_size=cfg.batch_size)
         p.image_index += s
@@ -107,7 +106,7 @@ def nlf_predictions(files: list[Path], cfg: PreprocessConfig) -> tuple[NLFPeople
     os.replace(tmp, cache)
     return people, False
 
-# %% ../nbs/10_preprocess.ipynb #a9cbc852
+# %% ../nbs/10_preprocess.ipynb #088aaf97
 def mesh_silhouette(vertices: np.ndarray, # [V, 3] camera frame, metres
                     faces: np.ndarray, # [F, 3]
                     K: np.ndarray, # [3, 3] project convention
@@ -142,7 +141,7 @@ def dilate(mask: np.ndarray, px: int) -> np.ndarray:
     t = torch.as_tensor(mask, dtype=torch.float32)[None, None]
     return (F.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[0, 0] > 0).numpy()
 
-# %% ../nbs/10_preprocess.ipynb #e46716ad
+# %% ../nbs/10_preprocess.ipynb #c5392986
 SMPLX_POSE_PARTS = {"global_orient": (0, 3), "body_pose": (3, 66), "jaw_pose": (66, 69), "leye_pose": (69, 72),
                     "reye_pose": (72, 75), "left_hand_pose": (75, 120), "right_hand_pose": (120, 165)}
 

@@ -6,7 +6,7 @@
 __all__ = ['SPLIT_ORDER', 'camera_rays', 'View', 'PosedScene', 'ring_camera', 'background_image', 'render_person', 'SynthConfig',
            'split_plan', 'generate_dataset']
 
-# %% ../nbs/07_synth.ipynb #6b154246
+# %% ../nbs/07_synth.ipynb #6c0afc99
 import json
 import math
 import os
@@ -24,7 +24,7 @@ from .body import AnnyBody
 from .localise import intrinsics, look_at
 from .people import REGIONS, Outfit, Person, dress, pose_vector, sample_person, select_poses
 
-# %% ../nbs/07_synth.ipynb #29e1fef6
+# %% ../nbs/07_synth.ipynb #769a74ec
 def camera_rays(K: np.ndarray, # [3, 3] intrinsics, pixels
                 viewmat: np.ndarray, # [4, 4] world-to-camera (OpenCV axes)
                 width: int, height: int, # image size, pixels
@@ -79,7 +79,7 @@ class PosedScene:
         return View(rgb=np.round(img.clip(0, 1) * 255).astype(np.uint8).reshape(height, width, 3),
                     mask=mask.reshape(height, width))
 
-# %% ../nbs/07_synth.ipynb #94c34ccd
+# %% ../nbs/07_synth.ipynb #7c381249
 def ring_camera(angle_degrees: float, # position on the ring: 0 = in front of the person (+z), 90 = at their left (+x)
                 size: int, # image width and height, pixels
                 distance: float = 3.3, height: float = 1.3, # ring radius and height, metres
@@ -101,7 +101,7 @@ def background_image(width: int, height: int, top: tuple, # RGB in [0, 1] (the w
     b = np.array(top if bottom is None else bottom, float)
     return np.broadcast_to((1 - t) * np.array(top, float) + t * b, (height, width, 3)).copy()
 
-# %% ../nbs/07_synth.ipynb #dce79d3d
+# %% ../nbs/07_synth.ipynb #2cf0523f
 def render_person(body: AnnyBody, person: Person,
                   pose: dict, # {bone: (rx, ry, rz)} degrees, body axes (see `people.pose_vector`)
                   cameras: list, # dicts with K, viewmat, width, height, as `ring_camera` makes them
@@ -118,7 +118,7 @@ def render_person(body: AnnyBody, person: Person,
     return [scene.render(outfit, c["K"], c["viewmat"], c["width"], c["height"],
                          background_image(c["width"], c["height"], background), **shading) for c in cameras], v
 
-# %% ../nbs/07_synth.ipynb #a32f09d1
+# %% ../nbs/07_synth.ipynb #07fb98df
 @dataclass
 class SynthConfig:
     "Settings of the synthetic dataset generator."
@@ -150,7 +150,7 @@ class SynthConfig:
             if getattr(self, k) < 0: raise ValueError(f"synth.{k} must be >= 0, got {getattr(self, k)}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"synth.val_fraction must be in [0, 1), got {self.val_fraction}")
 
-# %% ../nbs/07_synth.ipynb #830fd984
+# %% ../nbs/07_synth.ipynb #51374b92
 def split_plan(cfg: SynthConfig) -> dict:
     "How many poses, which cameras and which people are held out."
     n_test_pose = min(cfg.test_poses, cfg.poses - 1)
@@ -163,7 +163,7 @@ def split_plan(cfg: SynthConfig) -> dict:
 def _split(identity_held: bool, pose_held: bool, view_held: bool) -> str:
     return "test_identity" if identity_held else "test_pose" if pose_held else "test_view" if view_held else "train"
 
-# %% ../nbs/07_synth.ipynb #b2f1bc22
+# %% ../nbs/07_synth.ipynb #66142b7b
 def _save_png(path: Path, a: np.ndarray):
     from PIL import Image
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def _move_into_place(tmp: Path, root: Path):
     os.replace(tmp, root)
     if old is not None: shutil.rmtree(old)
 
-# %% ../nbs/07_synth.ipynb #769394ad
+# %% ../nbs/07_synth.ipynb #2847a3fa
 SPLIT_ORDER = ("train", "val", "test_view", "test_pose", "test_identity")
 
 def generate_dataset(root: str | Path, # dataset folder to create

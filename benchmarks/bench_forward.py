@@ -18,13 +18,12 @@ few-hundred-MB activations again; `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100
 environment keeps that memory in the process, which made the decoder up to 2x faster on a busy machine.
 """
 import argparse
-import statistics
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
 
+from common import load_mesh, time_ms
 from avatar_nb.template import make_template
 from avatar_nb.localise import intrinsics, look_at, transform_points
 from avatar_nb.decoder import DecoderConfig
@@ -34,18 +33,6 @@ from avatar_nb.sampling import pick_zbuffer_stride
 
 def sync(device):
     if device.type == "cuda": torch.cuda.synchronize()
-
-
-def timeit(fn, device, reps, warmup):
-    for _ in range(warmup): fn()
-    ts = []
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1000, min(ts) * 1000
 
 
 def stage_times(model, fn, device, reps):
@@ -81,13 +68,7 @@ def main():
     ap.add_argument("--stages", action="store_true", help="also print a per-stage breakdown")
     ap.add_argument("--compile", default=None, help="on CUDA, also time the fast path with torch.compile(mode=COMPILE)")
     a = ap.parse_args()
-    if a.mesh:
-        z = np.load(a.mesh)
-        verts, faces, name = torch.from_numpy(z["vertices"]).float(), torch.from_numpy(z["faces"]).long(), str(z["name"])
-    else:
-        from avatar_nb.body import load_body_model
-        body = load_body_model()
-        verts, faces, name = body.rest_vertices.detach(), body.faces, body.name
+    verts, faces, name = load_mesh(a.mesh)
     t = make_template(verts, faces, k=a.k, sh_degree=3, body_model=name)
     B = a.batch
     g = torch.Generator().manual_seed(0)
@@ -110,22 +91,23 @@ def main():
             model = AvatarModel(t, ModelConfig(decoder=DecoderConfig(bf16=bf16))).to(d).eval()
             fn = lambda: model(imgs, sv, K, tv)
             with torch.no_grad():
-                med, best = timeit(fn, d, reps, warmup=10 if d.type == "cuda" else 2)
+                med, best = time_ms(fn, d, reps, warmup=10 if d.type == "cuda" else 2)
                 if a.stages: stages.append((dev_name, S, bf16, stage_times(model, fn, d, min(reps, 10))))
             rows.append((dev_name, S, "bfloat16" if bf16 else "float32", med, best))
         if a.compile and d.type == "cuda":
             torch.manual_seed(0)
-            model = AvatarModel(t, ModelConfig(decoder=DecoderConfig(bf16=True))).to(d).eval()
+            probe = AvatarModel(t, ModelConfig()).to(d)
             with torch.no_grad():
-                x2d = model.localiser(sv, K, check=False).x2d
-                model.sampler.zbuffer_stride = pick_zbuffer_stride(x2d, (S, S), model.image_encoder.stride)
+                zs = pick_zbuffer_stride(probe.localiser(sv, K, check=False).x2d, (S, S), probe.image_encoder.stride)
+            torch.manual_seed(0)
+            model = AvatarModel(t, ModelConfig(decoder=DecoderConfig(bf16=True), zbuffer_stride=zs)).to(d).eval()
             fast = torch.compile(model, mode=a.compile)
             def fn():
                 with torch.autocast("cuda", dtype=torch.bfloat16): return fast(imgs, sv, K, tv, check=False)
             t0 = time.perf_counter()
             with torch.no_grad(): fn(); sync(d)
             print(f"torch.compile({a.compile!r}): first call {time.perf_counter() - t0:.0f} s")
-            with torch.no_grad(): med, best = timeit(fn, d, reps, warmup=10)
+            with torch.no_grad(): med, best = time_ms(fn, d, reps, warmup=10)
             rows.append((dev_name, S, f"bf16 autocast, fixed z-buffer stride {model.sampler.zbuffer_stride}, "
                                       f"torch.compile({a.compile})", med, best))
     print(f"\nAvatarModel.forward ({name} mesh, k={a.k}: {t.num_gaussians:,} Gaussians per person), B={B}, "

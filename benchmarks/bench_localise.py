@@ -5,26 +5,12 @@
     python benchmarks/bench_localise.py --mesh m.npz        # time on that mesh
 """
 import argparse
-import statistics
-import time
-
 import numpy as np
 import torch
 
+from common import load_mesh, time_ms
 from avatar_nb.template import make_template
 from avatar_nb.localise import Localiser, intrinsics, look_at, transform_points
-
-
-def timeit(fn, device, reps):
-    for _ in range(10): fn()
-    ts = []
-    for _ in range(reps):
-        if device.type == "cuda": torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda": torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1000
 
 
 def main():
@@ -36,13 +22,7 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--devices", default="cpu,cuda")
     a = ap.parse_args()
-    if a.mesh:
-        z = np.load(a.mesh)
-        verts, faces, name = torch.from_numpy(z["vertices"]).float(), torch.from_numpy(z["faces"]).long(), str(z["name"])
-    else:
-        from avatar_nb.body import load_body_model
-        body = load_body_model()
-        verts, faces, name = body.rest_vertices, body.faces, body.name
+    verts, faces, name = load_mesh(a.mesh)
     if a.save_mesh:
         np.savez(a.save_mesh, vertices=verts.numpy(), faces=faces.numpy(), name=name)
         print(f"wrote {a.save_mesh}")
@@ -64,8 +44,8 @@ def main():
         for dtype in (torch.float32, torch.bfloat16):
             vv = v.to(dtype)
             with torch.no_grad():
-                off = timeit(lambda: loc(vv, Kd, check=False), d, a.reps)
-                on = timeit(lambda: loc(vv, Kd, check=True), d, a.reps)
+                off = time_ms(lambda: loc(vv, Kd, check=False), d, a.reps, warmup=10)[0]
+                on = time_ms(lambda: loc(vv, Kd, check=True), d, a.reps, warmup=10)[0]
             rows.append((name_dev, str(dtype).replace("torch.", ""), B, t.num_gaussians, off, on))
     print(f"\nLocalisation ({name} mesh, k={a.k}), median of {a.reps} runs, no grad\n")
     print("| device | input dtype | B | Gaussians per body | ms (check off) | ms (check on) |")

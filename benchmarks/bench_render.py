@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from common import time_ms
+
 
 def scene(n, device, seed=0, sh_degree=3):
     g = torch.Generator().manual_seed(seed)
@@ -36,17 +38,6 @@ def camera(size, device):
     return torch.eye(4, device=device)[None], K
 
 
-def timed(fn, device, reps, warmup=2):
-    for _ in range(warmup): fn()
-    ts = []
-    for _ in range(reps):
-        if device.type == "cuda": torch.cuda.synchronize()
-        t0 = time.perf_counter(); fn()
-        if device.type == "cuda": torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def one_cpu(size, n, reps):
     "Run in a fresh process: time and peak memory of torch-backend forward and forward+backward."
     from avatar_nb.render import render
@@ -61,8 +52,8 @@ def one_cpu(size, n, reps):
         out = render(*params, vm, K, size, size, backend="torch")
         (out.rgb.sum() + out.alpha.sum()).backward()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t_f = timed(fwd, dev, reps)
-    t_fb = timed(fwd_bwd, dev, reps)
+    t_f = time_ms(fwd, dev, reps)[0] / 1000
+    t_fb = time_ms(fwd_bwd, dev, reps)[0] / 1000
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base  # KiB on Linux
     print(json.dumps({"fwd_ms": t_f * 1000, "fwd_bwd_ms": t_fb * 1000, "peak_mb": peak / 1024}))
 
@@ -84,7 +75,7 @@ def gsplat_rows(sizes, counts, reps):
             t_raw, t_ours, t_nc = [], [], []
             for _ in range(3): raw(); ours(); ours_nc()
             for _ in range(reps):
-                t_raw.append(timed(raw, dev, 1, 0)); t_ours.append(timed(ours, dev, 1, 0)); t_nc.append(timed(ours_nc, dev, 1, 0))
+                t_raw.append(time_ms(raw, dev, 1, 0)[0] / 1000); t_ours.append(time_ms(ours, dev, 1, 0)[0] / 1000); t_nc.append(time_ms(ours_nc, dev, 1, 0)[0] / 1000)
             r, o, c = (statistics.median(x) * 1000 for x in (t_raw, t_ours, t_nc))
             rows.append((torch.cuda.get_device_name(), size, n, r, o, o / r, c, c / r))
     return rows

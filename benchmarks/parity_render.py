@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from avatar_nb.render import backend_parity, render, SH_C0
+from avatar_nb.render import backend_parity, render
+from avatar_nb.template import SH_C0
 from avatar_nb.template import make_template
-from avatar_nb.localise import place_template, look_at, intrinsics
+from avatar_nb.localise import place_template, look_at, intrinsics, quat_to_matrix
 
 
 def random_scene(n, seed, dev):
@@ -36,8 +36,6 @@ def avatar_scene(mesh, k, seed, dev):
     pg = place_template(t)
     g = torch.Generator().manual_seed(seed)
     n = t.num_gaussians
-    normal = F.normalize(torch.stack([pg.quats[:, 0] * 0 + 1, pg.quats[:, 0] * 0, pg.quats[:, 0] * 0], -1), dim=-1)
-    from avatar_nb.localise import quat_to_matrix
     normal = quat_to_matrix(pg.quats)[..., 2]  # face normals
     sh = torch.randn(n, 16, 3, generator=g) * 0.05
     sh[:, 0] = (0.5 + 0.35 * normal - 0.5) / SH_C0
@@ -65,10 +63,9 @@ def main():
     a = ap.parse_args()
     dev = torch.device("cuda")
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    vm1, K1 = cams(a.size, 1, dev, dist=2.5)
-    vm1[:, 2, 3] = 2.5  # the random box sits 2.5 m in front of an identity camera
-    vm1[:, :3, :3] = torch.eye(3, device=dev)
-    vm1[:, :3, 3] = torch.tensor([0.0, 0.0, 2.5], device=dev)
+    _, K1 = cams(a.size, 1, dev)
+    vm1 = torch.eye(4, device=dev)[None].clone()
+    vm1[:, 2, 3] = 2.5  # the random box sits 2.5 m in front of the camera
     vm2, K2 = cams(a.size, 2, dev)
     vm4, K4 = cams(a.size, 4, dev)
     vms, Ks_ = vm1.clone(), intrinsics(64, 64, fov_degrees=45)[None].to(dev)

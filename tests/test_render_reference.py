@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avatar_nb.render import render, sh_basis
+from avatar_nb.render import render
+from avatar_nb.rasterize import sh_basis
 
 
 def reference(means, quats, scales, opac, rgb, viewmat, K, W, H, eps2d=0.3, near=0.01):
