@@ -6,7 +6,7 @@
 __all__ = ['TemplateMode', 'BodyConfig', 'TemplateConfig', 'check_template_args', 'Config', 'ConfigError', 'load_config',
            'config_to_yaml']
 
-# %% ../nbs/01_config.ipynb #9273d3e3
+# %% ../nbs/01_config.ipynb #f2654744
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -14,7 +14,7 @@ from typing import Literal, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-# %% ../nbs/01_config.ipynb #86445bb1
+# %% ../nbs/01_config.ipynb #ac5f7075
 @dataclass
 class BodyConfig:
     "Which parametric body model drives the avatar, and where its files live."
@@ -29,7 +29,7 @@ class BodyConfig:
         if self.model in ("smplx", "smpl") and self.num_betas < 1:
             raise ValueError(f"body.num_betas must be >= 1, got {self.num_betas}")
 
-# %% ../nbs/01_config.ipynb #8551f8cc
+# %% ../nbs/01_config.ipynb #a1a38db5
 TemplateMode = Literal["generate", "default", "test"]
 
 @dataclass
@@ -50,7 +50,7 @@ class TemplateConfig:
         if len(self.init_color) != 3:
             raise ValueError(f"template.init_color must have 3 values (RGB), got {list(self.init_color)}")
 
-# %% ../nbs/01_config.ipynb #bd00b96a
+# %% ../nbs/01_config.ipynb #d7593457
 def check_template_args(k: int, # Gaussians per face
                         sh_degree: int, # SH degree
                         mode: str = "generate", # template mode
@@ -63,7 +63,7 @@ def check_template_args(k: int, # Gaussians per face
     if mode not in ("generate", "default", "test"):
         raise ValueError(f"template.mode must be one of 'generate', 'default', 'test', got {mode!r}")
 
-# %% ../nbs/01_config.ipynb #f92073fd
+# %% ../nbs/01_config.ipynb #f9ad7a49
 @dataclass
 class Config:
     "Everything one run needs; each field is one stage's config."
@@ -72,15 +72,16 @@ class Config:
     seed: int = 0  # random seed for everything the run draws
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1 ...
 
-# %% ../nbs/01_config.ipynb #6a0d339b
+# %% ../nbs/01_config.ipynb #56b6cb62
 class ConfigError(ValueError):
     "A configuration file or override was rejected."
 
 def load_config(path: str | Path | None = None, # YAML file, or None for the defaults
                 overrides: Sequence[str] = (), # dotted `key=value` overrides, applied last
+                schema: type = Config, # the dataclass to validate against (a `Config` or a subclass, e.g. the training run's)
                ) -> Config:
-    "Read a validated `Config` from defaults, a YAML file and dotted overrides."
-    schema = OmegaConf.structured(Config)
+    "Read a validated `Config` (or `schema`) from defaults, a YAML file and dotted overrides."
+    schema = OmegaConf.structured(schema)
     where, missing = "defaults", set()
     try:
         if path is not None:

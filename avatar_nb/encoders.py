@@ -7,17 +7,17 @@ __all__ = ['NLF_TAPS', 'EncoderConfig', 'check_images', 'ConvEncoder', 'receptiv
            'unroll', 'NLFBackboneEncoder', 'write_nlf_backbone_standin', 'build_image_encoder', 'foreground_mask',
            'IdentityEncoder']
 
-# %% ../nbs/11_encoders.ipynb #bc2b3588
+# %% ../nbs/11_encoders.ipynb #b5a93aa4
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-# %% ../nbs/11_encoders.ipynb #cb206c04
+# %% ../nbs/11_encoders.ipynb #0662e69b
 @dataclass
 class EncoderConfig:
     "Which image encoder makes F_img, and the size of the identity code."
@@ -26,6 +26,8 @@ class EncoderConfig:
     width: int = 32  # conv: channels of the first stage (doubled per downsampling, at most 4x)
     out_channels: int = 64  # conv: feature channels C
     nlf_tap: Literal["stride8", "stride16"] = "stride16"  # nlf: the backbone stage whose output is F_img
+    nlf_checkpoint: Optional[str] = None  # nlf: NLF TorchScript file, loaded when no model is passed in
+    nlf_trainable: bool = False  # nlf: fine-tune the backbone (False: frozen, BatchNorm statistics kept)
     z_dim: int = 64  # identity code size D
     id_hidden: int = 128  # identity encoder's hidden width
 
@@ -38,7 +40,7 @@ class EncoderConfig:
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ValueError(f"encoder.{k} must be a positive integer, got {getattr(self, k)!r}")
 
-# %% ../nbs/11_encoders.ipynb #71540d57
+# %% ../nbs/11_encoders.ipynb #0e81bf36
 def check_images(images: Tensor, # [B, 3, H, W] RGB in [0, 1]
                  stride: int, # the encoder's stride; H and W must be multiples of it
                  who: str, # name used in the message
@@ -86,7 +88,7 @@ class ConvEncoder(nn.Module):
         check_images(images, self.stride, "ConvEncoder")
         return self.net(images * 2 - 1)
 
-# %% ../nbs/11_encoders.ipynb #097be73c
+# %% ../nbs/11_encoders.ipynb #0de7ed4b
 def receptive_field_centre(encoder: nn.Module, # image encoder (feat_dim, stride)
                            size: int = 128, # square probe image, pixels
                            cell: tuple[int, int] | None = None, # (row, col); default the central cell
@@ -101,7 +103,7 @@ def receptive_field_centre(encoder: nn.Module, # image encoder (feat_dim, stride
     ys, xs = (g > 0).nonzero(as_tuple=True)
     return torch.stack([xs.min() + xs.max() + 1, ys.min() + ys.max() + 1]).float().cpu() / 2
 
-# %% ../nbs/11_encoders.ipynb #6d7b0903
+# %% ../nbs/11_encoders.ipynb #01f5aa0d
 def feature_pca_rgb(F_img: Tensor, # [B, C, Hf, Wf] or [C, Hf, Wf] feature maps
                    ) -> Tensor:  # [B, Hf, Wf, 3] (or [Hf, Wf, 3]) in [0, 1]
     "The three leading principal components of the channels (over every cell of the batch) as RGB."
@@ -117,7 +119,7 @@ def feature_pca_rgb(F_img: Tensor, # [B, C, Hf, Wf] or [C, Hf, Wf] feature maps
     out = Y.reshape(*f.shape[:1], *f.shape[2:], 3)
     return out[0] if single else out
 
-# %% ../nbs/11_encoders.ipynb #ee34b306
+# %% ../nbs/11_encoders.ipynb #bcad16fd
 def shift_image(x: Tensor, # [B, C, H, W]
                 d: float, # shift, pixels, both axes
                ) -> Tensor:  # [B, C, H, W] with out(q) = x(q + d), linear between pixels, edges replicated
@@ -194,7 +196,7 @@ class NLFBackboneEncoder(nn.Module):
         for layer in self.layers: x = layer(x)
         return x.float()
 
-# %% ../nbs/11_encoders.ipynb #a528040c
+# %% ../nbs/11_encoders.ipynb #36e513e6
 class _Preproc(nn.Module):
     def forward(self, x: Tensor) -> Tensor: return (x - 0.5) / 0.5
 
@@ -238,17 +240,21 @@ def write_nlf_backbone_standin(path: str | Path, # where to write the TorchScrip
     torch.jit.script(m.eval()).save(str(path))
     return Path(path)
 
-# %% ../nbs/11_encoders.ipynb #f3269ced
+# %% ../nbs/11_encoders.ipynb #893f3ce8
 def build_image_encoder(cfg: EncoderConfig, # encoder settings
                         nlf_model=None, # NLF model, needed when cfg.kind == "nlf"
                        ) -> nn.Module:  # module with .feat_dim and .stride
     "The image encoder a config asks for."
     if cfg.kind == "conv": return ConvEncoder(cfg.out_channels, cfg.stride, cfg.width)
+    if nlf_model is None and cfg.nlf_checkpoint:
+        from avatar_nb.nlf import load_nlf
+        nlf_model = load_nlf(cfg.nlf_checkpoint)
     if nlf_model is None:
-        raise ValueError("encoder.kind='nlf' needs the NLF model: pass nlf_model=avatar_nb.nlf.load_nlf(path)")
-    return NLFBackboneEncoder(nlf_model, cfg.nlf_tap)
+        raise ValueError("encoder.kind='nlf' needs the NLF model: set encoder.nlf_checkpoint (model.encoder."
+                         "nlf_checkpoint in a run config) or pass nlf_model=avatar_nb.nlf.load_nlf(path)")
+    return NLFBackboneEncoder(nlf_model, cfg.nlf_tap, trainable=cfg.nlf_trainable)
 
-# %% ../nbs/11_encoders.ipynb #594a71fb
+# %% ../nbs/11_encoders.ipynb #ec3c1af7
 def foreground_mask(points2d: Tensor, # [B, M, 2] pixel coordinates of the body's points
                     image_hw: tuple[int, int], # (H, W) of the image the points are in, pixels
                     feat_hw: tuple[int, int], # (Hf, Wf) of the feature map
@@ -265,7 +271,7 @@ def foreground_mask(points2d: Tensor, # [B, M, 2] pixel coordinates of the body'
     closed = -F.max_pool2d(-F.max_pool2d(occ, 3, 1, 1), 3, 1, 1)
     return F.avg_pool2d(closed, 3, 1, 1, count_include_pad=False)
 
-# %% ../nbs/11_encoders.ipynb #a4223009
+# %% ../nbs/11_encoders.ipynb #e73f2f29
 class IdentityEncoder(nn.Module):
     "Foreground-pooled identity code from one or several reference feature maps."
     def __init__(self, feat_dim: int, # channels C of F_img

@@ -6,7 +6,7 @@
 __all__ = ['LUMA', 'read_image', 'read_mask', 'person_box', 'int_box', 'crop_intrinsics', 'crop_resize', 'DataConfig',
            'color_jitter', 'View', 'Pair', 'stack_views', 'collate', 'AvatarDataset']
 
-# %% ../nbs/08b_pairs.ipynb #ee9a53ce
+# %% ../nbs/08b_pairs.ipynb #1724932a
 import hashlib
 import math
 import os
@@ -22,7 +22,7 @@ from torch import Tensor
 from .data import Camera, DatasetError, DatasetIndex
 from .datasets import body_vertices, remap, undistort_map
 
-# %% ../nbs/08b_pairs.ipynb #562ecdde
+# %% ../nbs/08b_pairs.ipynb #448b0176
 def read_image(path: Path, cam: Camera) -> np.ndarray:  # [H, W, 3] uint8
     "Decode an RGB image of a camera's size, or raise DatasetError naming the file."
     try:
@@ -47,7 +47,7 @@ def read_mask(path: Path, cam: Camera, threshold: float = 127.0) -> np.ndarray: 
                            f"{cam.width}x{cam.height} (WxH)")
     return a > threshold
 
-# %% ../nbs/08b_pairs.ipynb #f03e203d
+# %% ../nbs/08b_pairs.ipynb #61df65c1
 def person_box(mask: np.ndarray, # [H, W] bool
                margin: float = 0.1, # added on each side, as a fraction of the box's larger side
                scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0), # jitter: side factor, centre shift / side
@@ -88,7 +88,7 @@ def crop_resize(a: np.ndarray, # [H, W, C] uint8 or float32 (a memory map is fin
     t = torch.from_numpy(c).permute(2, 0, 1)[None]
     return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
-# %% ../nbs/08b_pairs.ipynb #f0ae3b3a
+# %% ../nbs/08b_pairs.ipynb #ffb580cb
 @dataclass
 class DataConfig:
     "How AvatarDataset turns a split into source/target pairs."
@@ -119,7 +119,7 @@ class DataConfig:
         if self.crop_margin < 0: raise ValueError(f"data.crop_margin must be >= 0, got {self.crop_margin}")
         if self.on_error not in ("raise", "skip"): raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}")
 
-# %% ../nbs/08b_pairs.ipynb #3e9f951f
+# %% ../nbs/08b_pairs.ipynb #cf11ab3a
 LUMA = (0.299, 0.587, 0.114)
 
 def color_jitter(img: Tensor, # [..., 3, H, W] in [0, 1]
@@ -131,7 +131,7 @@ def color_jitter(img: Tensor, # [..., 3, H, W] in [0, 1]
     m = y.mean((-2, -1), keepdim=True)
     return (img * (s * b * c) + (y * ((1 - s) * b * c) + m * (b * (1 - c)))).clamp_(0, 1)
 
-# %% ../nbs/08b_pairs.ipynb #a51561ca
+# %% ../nbs/08b_pairs.ipynb #6f4dbbe2
 @dataclass
 class View:
     "Crops of images with their cameras and posed bodies; leading dims [] one view, [S] sources, [B] or [B, S] batches."
@@ -171,7 +171,7 @@ def collate(items: Sequence[Pair]) -> Pair:
                 torch.stack([p.identity for p in items]), torch.stack([p.index for p in items]),
                 [s for p in items for s in p.skipped])
 
-# %% ../nbs/08b_pairs.ipynb #a0977689
+# %% ../nbs/08b_pairs.ipynb #61727731
 class AvatarDataset(torch.utils.data.Dataset):
     "Source/target pairs of one split, cropped around the person (see the pair rule above)."
 
@@ -261,8 +261,9 @@ class AvatarDataset(torch.utils.data.Dataset):
             self.skipped.append(msg); skipped.append(msg)
             return None
 
-    def __getitem__(self, i: int) -> Pair:
-        rng, skipped, n = np.random.default_rng([self.cfg.seed, self.epoch, int(i)]), [], len(self.targets)
+    def __getitem__(self, i: int | tuple[int, int]) -> Pair:  # an index, or (epoch, index) for samplers that know the epoch
+        epoch, i = (int(i[0]), int(i[1])) if isinstance(i, tuple) else (self.epoch, int(i))
+        rng, skipped, n = np.random.default_rng([self.cfg.seed, epoch, i]), [], len(self.targets)
         c = self.cfg
         colour = [rng.uniform(1 - j, 1 + j) for j in (c.brightness, c.contrast, c.saturation)] if self.augment else None
         for k in range(n):  # a bad target (skip mode) hands over to the next entry

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['Backend', 'RenderError', 'render', 'backend_parity']
 
-# %% ../nbs/05a_render.ipynb #44ac47e5
+# %% ../nbs/05a_render.ipynb #b886797d
 import math
 from typing import Literal
 
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .rasterize import RenderOutput, rasterize
 
-# %% ../nbs/05a_render.ipynb #3a5147b6
+# %% ../nbs/05a_render.ipynb #5eec68d5
 class RenderError(ValueError):
     "Inputs the renderer cannot draw."
 
@@ -68,7 +68,7 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
             raise RenderError("; ".join(msgs))
     return deg
 
-# %% ../nbs/05a_render.ipynb #07035191
+# %% ../nbs/05a_render.ipynb #46485e8e
 def _gsplat():
     try:
         import gsplat
@@ -99,7 +99,7 @@ def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width,
         rgb = rgb + (1 - acc) * background[..., None, None, :]
     return RenderOutput(rgb=rgb, alpha=acc, depth=img[..., 3:4])
 
-# %% ../nbs/05a_render.ipynb #d0d057f6
+# %% ../nbs/05a_render.ipynb #c80e1568
 Backend = Literal["auto", "gsplat", "torch"]
 
 def render(means: Tensor, # [..., N, 3] world-frame centres, metres ([N, 3] or [B, N, 3])
@@ -123,6 +123,13 @@ def render(means: Tensor, # [..., N, 3] world-frame centres, metres ([N, 3] or [
            max_elems: int = 1 << 22, # torch backend: cap on one chunk's tiles x pixels x splats
           ) -> RenderOutput:
     "Render Gaussians into a batch of cameras: colour, alpha and expected depth."
+    dt = means.device.type
+    if torch.is_autocast_enabled(dt):  # under mixed precision, rasterize in float32 all the same
+        with torch.autocast(dt, enabled=False):
+            f = lambda t: t.float() if torch.is_tensor(t) and t.is_floating_point() else t
+            return render(*map(f, (means, quats, scales, opacities, colors, viewmats, Ks)), width, height,
+                          f(background), sh_degree, backend, near_plane, far_plane, eps2d, antialiased, check,
+                          tile_size, max_elems)
     if check is None: check = not means.is_cuda  # a host sync: cheap on the CPU, a third of a GPU render
     deg = _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, check)
     if deg is not None and sh_degree is None: sh_degree = deg
@@ -147,7 +154,7 @@ def render(means: Tensor, # [..., N, 3] world-frame centres, metres ([N, 3] or [
     return rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background, sh_degree,
                      near_plane, far_plane, eps2d, antialiased, tile_size=tile_size, max_elems=max_elems)
 
-# %% ../nbs/05a_render.ipynb #443d4d96
+# %% ../nbs/05a_render.ipynb #1a31d7e7
 def backend_parity(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                    viewmats: Tensor, Ks: Tensor, width: int, height: int, # as for `render`, on a CUDA device
                    seed: int = 0, # for the random loss weights

@@ -6,7 +6,7 @@
 __all__ = ['pixel_to_grid', 'sample_map', 'visible_points', 'pick_zbuffer_stride', 'sampler_visibility', 'SampledFeatures',
            'LocalSampler']
 
-# %% ../nbs/12_sampling.ipynb #1f02ea03
+# %% ../nbs/12_sampling.ipynb #622c9e1b
 import math
 from dataclasses import dataclass
 
@@ -14,12 +14,13 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-# %% ../nbs/12_sampling.ipynb #eb980d0a
+# %% ../nbs/12_sampling.ipynb #b4d77078
 def pixel_to_grid(xy: Tensor, # [..., 2] pixel coordinates (x, y), pixel (i, j) centred at (i + 0.5, j + 0.5)
                   width: int, height: int, # size of the image the coordinates are in, pixels
                  ) -> Tensor:  # [..., 2] coordinates for F.grid_sample(..., align_corners=False)
     "Pixel coordinates to grid_sample's normalised coordinates: x_n = 2 x / W - 1, y_n = 2 y / H - 1."
-    return xy * xy.new_tensor([2.0 / width, 2.0 / height]) - 1.0
+    # Python scalars, not a new tensor: a tensor built from a list is a host-to-device copy that waits on the GPU
+    return torch.stack([xy[..., 0] * (2.0 / width), xy[..., 1] * (2.0 / height)], -1) - 1.0
 
 def sample_map(fmap: Tensor, # [B, C, h, w] a map that tiles an H x W image (image, features, mask)
                xy: Tensor, # [B, N, 2] pixel coordinates in the H x W image
@@ -29,7 +30,7 @@ def sample_map(fmap: Tensor, # [B, C, h, w] a map that tiles an H x W image (ima
     g = pixel_to_grid(xy.to(fmap.dtype), image_hw[1], image_hw[0])[:, :, None]
     return F.grid_sample(fmap, g, mode="bilinear", padding_mode="border", align_corners=False)[..., 0].transpose(1, 2)
 
-# %% ../nbs/12_sampling.ipynb #d0070226
+# %% ../nbs/12_sampling.ipynb #cbe159b0
 def _cells(x2d: Tensor, depth: Tensor | None, image_hw: tuple[int, int], grid_hw: tuple[int, int]):
     "Cell index [B, N] (0 where not ok) and ok [B, N]: inside the image, finite, in front of the camera."
     (H, W), (Hg, Wg) = image_hw, grid_hw
@@ -55,7 +56,7 @@ def visible_points(x2d: Tensor, # [B, N, 2] pixel coordinates
         zbuf = zbuf.scatter_reduce(1, cell, z, "amin")
         return ok & (depth <= zbuf.gather(1, cell) + tol)
 
-# %% ../nbs/12_sampling.ipynb #844ed38c
+# %% ../nbs/12_sampling.ipynb #f8f8e3a5
 def pick_zbuffer_stride(x2d: Tensor, # [B, N, 2] pixel coordinates
                         image_hw: tuple[int, int], # (H, W), multiples of max_stride
                         max_stride: int, # coarsest stride allowed (the feature map's), a power of two
@@ -85,7 +86,7 @@ def sampler_visibility(x2d: Tensor, # [B, N, 2] pixel coordinates
     fine = visible_points(x2d, depth, image_hw, (H // zs, W // zs), tol)
     return fine & visible_points(x2d, depth, image_hw, (max(H // (4 * zs), 1), max(W // (4 * zs), 1)), coarse_tol)
 
-# %% ../nbs/12_sampling.ipynb #71f482ab
+# %% ../nbs/12_sampling.ipynb #2e523a03
 @dataclass
 class SampledFeatures:
     "Per-Gaussian features read from a source view."
