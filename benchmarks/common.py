@@ -1,22 +1,8 @@
 "Timing and mesh loading shared by the benchmark scripts."
-import statistics
-import time
-
 import torch
 
 
-def time_ms(fn, device: torch.device, reps: int, warmup: int = 2) -> tuple[float, float]:
-    "Median and best wall time of `fn()` in milliseconds, synchronising CUDA around every call."
-    cuda = torch.device(device).type == "cuda"
-    for _ in range(warmup): fn()
-    ts = []
-    for _ in range(reps):
-        if cuda: torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if cuda: torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1000, min(ts) * 1000
+from avatar_nb.speed import time_ms  # one timer for the scripts and `avatar_nb bench`
 
 
 def load_mesh(path: str | None):

@@ -108,9 +108,10 @@ def test_corrupt_checkpoints_are_clear_errors(tiny_run):
 
 KILL_SCRIPT = """
 import sys, time
+import avatar_nb.run as R
 import avatar_nb.train as T
 calls = [0]
-real = T._write_checkpoint_file
+real = R._write_checkpoint_file
 def slow(f, ckpt):
     calls[0] += 1
     if calls[0] == 1: return real(f, ckpt)
@@ -118,7 +119,7 @@ def slow(f, ckpt):
     f.write(data[: len(data) // 2]); f.flush()
     print("HALF-WRITTEN", flush=True)
     time.sleep(120)
-T._write_checkpoint_file = slow
+R._write_checkpoint_file = slow
 cfg = T.load_run_config(overrides=sys.argv[1:])
 T.train(cfg, enable_progress_bar=False, enable_model_summary=False)
 """
