@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--out", default="bench", help="folder for bench.json and bench.md (default: bench)")
     bn.add_argument("--device", default="cuda")
     bn.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="re-pose + render image sides")
+    bn.add_argument("--frames", type=int, nargs="+", default=[1, 8], help="re-pose + render: new poses per call")
     bn.add_argument("--image-size", type=int, default=512, help="feed-forward / training step image side")
     bn.add_argument("--batch", type=int, default=4)
     bn.add_argument("--k", type=int, default=4, help="Gaussians per face")
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"last {r['last']}" + (f", best {r['best']}" if r["best"] else ""))
         elif args.command == "bench":
             from avatar_nb.speed import BenchConfig, run_bench, bench_markdown
-            bc = BenchConfig(device=args.device, sizes=args.sizes, image_size=args.image_size, batch=args.batch,
+            bc = BenchConfig(device=args.device, sizes=args.sizes, frames=args.frames, image_size=args.image_size, batch=args.batch,
                              k=args.k, reps=args.reps, compile=not args.no_compile, mesh=args.mesh)
             q = (args.config, args.overrides, args.threshold) if args.quality else None
             res = run_bench(args.out, bc, q)

@@ -161,12 +161,20 @@ class AvatarModel(nn.Module):
             pg = pose_gaussians(loc, self.localiser.face_idx, decoded.rotation, decoded.scale, decoded.offset)
         return PlacedGaussians(pg.means, pg.quats, pg.scales, decoded.opacity, decoded.sh)
 
+    def encode_place(self, src_images: Tensor, src_vertices: Tensor, src_K: Tensor, # as for `encode`
+                     tgt_vertices: Tensor, # [B, V, 3] target camera frame, metres
+                     src_points2d: Tensor | None = None, check: bool | None = None,
+                    ) -> tuple[DecodedGaussians, PlacedGaussians]:
+        "`encode` then `place`, returning both (training needs the decoded offsets; one graph to compile)."
+        decoded = self.encode(src_images, src_vertices, src_K, src_points2d, check)
+        return decoded, self.place(decoded, tgt_vertices, check)
+
     def forward(self, src_images: Tensor, src_vertices: Tensor, src_K: Tensor, # as for `encode`
                 tgt_vertices: Tensor, # [B, V, 3] target camera frame, metres
                 src_points2d: Tensor | None = None, check: bool | None = None,
                ) -> PlacedGaussians:
         "`encode` then `place`."
-        return self.place(self.encode(src_images, src_vertices, src_K, src_points2d, check), tgt_vertices, check)
+        return self.encode_place(src_images, src_vertices, src_K, tgt_vertices, src_points2d, check)[1]
 
 # %% ../nbs/14_model.ipynb #c0c52ba7
 def camera_vertices(view) -> Tensor:  # [..., V, 3] camera frame, metres
@@ -198,8 +206,7 @@ def render_pair(model: AvatarModel, # the model
                ) -> PairRender:
     "Encode the sources, place the Gaussians on the target bodies and render the target cameras."
     src, tgt = pair.source, pair.target
-    decoded = model.encode(src.image, camera_vertices(src), src.K, check=check)
-    placed = model.place(decoded, camera_vertices(tgt), check=check)
+    decoded, placed = model.encode_place(src.image, camera_vertices(src), src.K, camera_vertices(tgt), check=check)
     H, W = tgt.image.shape[-2:]
     bg = background if background.dim() == 1 else background[:, None]
     return PairRender(decoded, placed, placed.render(tgt.K, W, H, background=bg, check=check, **kw))

@@ -28,7 +28,7 @@ from .config import Config, ConfigError, TemplateConfig, config_to_yaml, load_co
 from .body import load_body_model
 from .template import GaussianTemplate, build_template, check_template
 from .data import load_dataset_index, DatasetIndex
-from .pairs import AvatarDataset, DataConfig, collate
+from .pairs import AvatarDataset, DataConfig, collate, finish_pair
 from .synth import SynthConfig, generate_dataset
 from .model import AvatarModel, ModelConfig, composite, render_pair
 from .decoder import DecoderConfig
@@ -70,6 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between writes of checkpoints/last.ckpt
     max_bad_steps: int = 10  # non-finite losses or gradients in a row before training stops
     threads: int = 0  # torch CPU threads; 0: torch's default
+    compile: str = "none"  # torch.compile mode for the model: none, default, reduce-overhead, max-autotune-no-cudagraphs
     resume: str | None = None  # checkpoint to continue from; "last": <out>/checkpoints/last.ckpt
 
     def __post_init__(self):
@@ -79,6 +80,8 @@ class TrainConfig:
                   "threads", "grad_clip", "weight_decay"):
             if getattr(self, k) < 0: raise ValueError(f"trainer.{k} must be >= 0, got {getattr(self, k)}")
         if not self.lr > 0: raise ValueError(f"trainer.lr must be > 0, got {self.lr}")
+        modes = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+        if self.compile not in modes: raise ValueError(f"trainer.compile must be one of {list(modes)}, got {self.compile!r}")
         if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"trainer.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 @dataclass
@@ -202,13 +205,19 @@ class AvatarDataModule(L.LightningDataModule):
         d = self.cfg.dataset
         self.index = load_dataset_index(d.root, on_error=d.on_error)
         body = None if self.index.vertices is not None else load_body_model(self.cfg.body)
-        self.train_set = AvatarDataset(self.index, d.train_split, self.cfg.data, body)
+        # raw items: uint8 pixels through the loader processes and to the device, finished there
+        self.train_set = AvatarDataset(self.index, d.train_split, self.cfg.data, body, raw=True)
         vcfg = DataConfig(**{**vars(self.cfg.data), "augment": False})
-        self.val_set = AvatarDataset(self.index, d.val_split, vcfg, body) if d.val_split in self.index.splits else None
+        self.val_set = AvatarDataset(self.index, d.val_split, vcfg, body, raw=True) if d.val_split in self.index.splits else None
 
     def _loader(self, ds, **kw):
-        w = self.cfg.trainer.num_workers
-        return torch.utils.data.DataLoader(ds, collate_fn=collate, num_workers=w, persistent_workers=w > 0, **kw)
+        t = self.cfg.trainer
+        pin = t.accelerator != "cpu" and torch.cuda.is_available()  # page-locked batches: asynchronous copies to the GPU
+        return torch.utils.data.DataLoader(ds, collate_fn=collate, num_workers=t.num_workers,
+                                           persistent_workers=t.num_workers > 0, pin_memory=pin, **kw)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return finish_pair(batch)  # float images and colour jitter, on the training device
 
     def train_dataloader(self):
         t, tr = self.cfg.trainer, self.trainer

@@ -22,11 +22,31 @@ def pixel_to_grid(xy: Tensor, # [..., 2] pixel coordinates (x, y), pixel (i, j) 
     # Python scalars, not a new tensor: a tensor built from a list is a host-to-device copy that waits on the GPU
     return torch.stack([xy[..., 0] * (2.0 / width), xy[..., 1] * (2.0 / height)], -1) - 1.0
 
+def _sample_gather(fmap: Tensor, xy: Tensor, image_hw: tuple[int, int]) -> Tensor:
+    "`sample_map` as a weighted sum of 4 rows of the map laid out [B * h * w, C]: one `embedding_bag`."
+    B, C, h, w = fmap.shape
+    (H, W), N = image_hw, xy.shape[1]
+    x = (xy[..., 0].to(fmap.dtype) * (w / W) - 0.5).clamp(0, w - 1)  # cell coordinates, border-clamped
+    y = (xy[..., 1].to(fmap.dtype) * (h / H) - 0.5).clamp(0, h - 1)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)  # weight 0 where clamped
+    rows = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], -1)
+    rows = rows + (torch.arange(B, device=xy.device) * (h * w))[:, None, None]
+    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], -1)
+    table = fmap.permute(0, 2, 3, 1).reshape(B * h * w, C)
+    return F.embedding_bag(rows.reshape(-1, 4), table, per_sample_weights=wts.reshape(-1, 4), mode="sum").view(B, N, C)
+
 def sample_map(fmap: Tensor, # [B, C, h, w] a map that tiles an H x W image (image, features, mask)
                xy: Tensor, # [B, N, 2] pixel coordinates in the H x W image
                image_hw: tuple[int, int], # (H, W), pixels
+               method: str = "auto", # grid: F.grid_sample; gather: embedding_bag; auto: gather on CUDA, grid elsewhere
               ) -> Tensor:  # [B, N, C] bilinear samples; points outside read the border
     "Bilinear samples of a map at pixel coordinates."
+    if method == "auto": method = "gather" if fmap.is_cuda else "grid"
+    if method == "gather": return _sample_gather(fmap, xy, image_hw)
+    if method != "grid": raise ValueError(f"method must be 'auto', 'grid' or 'gather', got {method!r}")
     g = pixel_to_grid(xy.to(fmap.dtype), image_hw[1], image_hw[0])[:, :, None]
     return F.grid_sample(fmap, g, mode="bilinear", padding_mode="border", align_corners=False)[..., 0].transpose(1, 2)
 

