@@ -41,10 +41,10 @@ def _sample_gather(fmap: Tensor, xy: Tensor, image_hw: tuple[int, int]) -> Tenso
 def sample_map(fmap: Tensor, # [B, C, h, w] a map that tiles an H x W image (image, features, mask)
                xy: Tensor, # [B, N, 2] pixel coordinates in the H x W image
                image_hw: tuple[int, int], # (H, W), pixels
-               method: str = "auto", # grid: F.grid_sample; gather: embedding_bag; auto: gather on CUDA, grid elsewhere
+               method: str = "auto", # grid: F.grid_sample; gather: embedding_bag; auto: gather for gradients on CUDA, else grid
               ) -> Tensor:  # [B, N, C] bilinear samples; points outside read the border
     "Bilinear samples of a map at pixel coordinates."
-    if method == "auto": method = "gather" if fmap.is_cuda else "grid"
+    if method == "auto": method = "gather" if fmap.is_cuda and fmap.requires_grad and torch.is_grad_enabled() else "grid"
     if method == "gather": return _sample_gather(fmap, xy, image_hw)
     if method != "grid": raise ValueError(f"method must be 'auto', 'grid' or 'gather', got {method!r}")
     g = pixel_to_grid(xy.to(fmap.dtype), image_hw[1], image_hw[0])[:, :, None]

@@ -182,10 +182,9 @@ def bench_forward_step(t: GaussianTemplate, cfg: BenchConfig) -> list[dict]:
     imgs, bodies, K = _ff_inputs(t, cfg)
     probe = AvatarModel(t).to(dev)
     zs = pick_zbuffer_stride(probe.localiser(bodies, K, check=False).x2d, (S, S), probe.image_encoder.stride)
-    modes = [("eager fp32", False, "none"), ("eager bf16", True, "none")]
+    modes, rows, bg = [("eager fp32", False, "none"), ("eager bf16", True, "none")], [], torch.ones(3, device=dev)
     if cfg.compile and dev.type == "cuda": modes += [("compiled bf16", True, "default"),
                                                      ("compiled bf16 + CUDA graphs", True, "reduce-overhead")]
-    rows, bg = [], torch.ones(3, device=dev)
     mask = torch.zeros(B, 1, S, S, device=dev); mask[..., S // 8:-S // 8, S // 4:-S // 4] = 1
     for name, bf16, mode in modes:
         torch.manual_seed(0)
@@ -193,6 +192,7 @@ def bench_forward_step(t: GaussianTemplate, cfg: BenchConfig) -> list[dict]:
         loss_fn = AvatarLoss(LossConfig(lpips="never"))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as `AvatarModule`
         fwd = model.encode_place if mode == "none" else torch.compile(model.encode_place, mode=mode)
+        lf = loss_fn if mode == "none" else torch.compile(loss_fn, mode=mode)  # as `AvatarModule` with trainer.compile
         ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast(dev.type, enabled=False))
         def forward():
             with torch.no_grad(), ctx():
@@ -203,8 +203,8 @@ def bench_forward_step(t: GaussianTemplate, cfg: BenchConfig) -> list[dict]:
                 decoded, placed = fwd(imgs, bodies, K, bodies, check=False)
                 out = placed.render(K, S, S, background=bg, check=False)
                 rgb, alpha = out.rgb[:, 0].permute(0, 3, 1, 2), out.alpha[:, 0].permute(0, 3, 1, 2)
-                lo = loss_fn(rgb.float(), alpha.float(), imgs, mask, placed.means, K, placed.opacities, placed.scales,
-                             decoded.offset, model.decoder.cfg.max_offset)
+                lo = lf(rgb.float(), alpha.float(), imgs, mask, placed.means, K, placed.opacities, placed.scales,
+                        decoded.offset, model.decoder.cfg.max_offset)
             lo.total.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.found_inf = (~(torch.isfinite(lo.total) & torch.isfinite(norm))).float()

@@ -71,8 +71,10 @@ class AvatarModule(L.LightningModule):
         self.batches_seen = 0
         self._bad, self._bad_start = None, (0, 0)  # on the device: [total, current run, longest run since checked]
         self.samples, self._val = None, []
-        if cfg.trainer.compile != "none":  # the model's fixed-shape part; gsplat and the loss stay eager
+        self._loss = self.loss_fn
+        if cfg.trainer.compile != "none":  # the model's fixed-shape part and the losses; gsplat stays eager
             self.model.encode_place = torch.compile(self.model.encode_place, mode=cfg.trainer.compile)
+            self._loss = torch.compile(self.loss_fn, mode=cfg.trainer.compile)
 
     def configure_optimizers(self):
         t = self.cfg.trainer
@@ -95,7 +97,7 @@ class AvatarModule(L.LightningModule):
         rgb, alpha = r.out.rgb[:, 0].permute(0, 3, 1, 2), r.out.alpha[:, 0].permute(0, 3, 1, 2)
         t = batch.target
         target = composite(t.image, t.mask, bg)
-        loss = self.loss_fn(rgb.float(), alpha.float(), target, t.mask, r.placed.means, t.K, r.placed.opacities,
+        loss = self._loss(rgb.float(), alpha.float(), target, t.mask, r.placed.means, t.K, r.placed.opacities,
                             r.placed.scales, r.decoded.offset, self.model.decoder.cfg.max_offset)
         return loss, rgb, target
 

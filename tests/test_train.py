@@ -1,5 +1,6 @@
 "Training: exact resume, DDP on gloo, bad steps, atomic and corrupt checkpoints, Ctrl-C, out-of-memory advice."
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,22 @@ def test_bad_steps_are_skipped_and_counted(tiny_run):
     with pytest.raises(TrainingError, match="4 steps in a row had a non-finite loss"):
         _train(ov + [f"out={tmp / 'c'}", "trainer.max_steps=4", "trainer.max_bad_steps=3", "trainer.log_every=10"],
                module_cls=AlwaysNaN)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_training_follows_eager(tiny_run):
+    "trainer.compile: the compiled model and losses train like the eager ones (same data, same start)."
+    tmp, ov = tiny_run
+    logs = {}
+    for mode in ("none", "default"):
+        r = _train(ov + [f"out={tmp / mode}", "trainer.max_steps=3", f"trainer.compile={mode}"])
+        assert r["steps"] == 3 and r["bad_steps"] == 0
+        rows = (tmp / mode / "logs" / "metrics.csv").read_text().splitlines()
+        col = rows[0].split(",").index("train/loss")
+        logs[mode] = [float(x.split(",")[col]) for x in rows[1:] if x.split(",")[col]]
+    assert len(logs["none"]) == len(logs["default"]) == 3
+    for a, b in zip(logs["none"], logs["default"]):
+        assert abs(a - b) <= 1e-3 * abs(a), logs  # fused kernels round differently; nothing else differs
 
 
 def test_out_of_memory_names_the_knobs(tiny_run):
