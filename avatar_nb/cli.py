@@ -90,7 +90,7 @@ def run_demo(out: str | Path = "outputs/demo", # output folder (created)
     model, _ = load_avatar(ckpt, cfg.device)
     index = load_dataset_index(d.root)
     res = evaluate(model, index, cfg.eval, cfg.data, device=cfg.device)
-    files = write_eval(out / "eval", res)
+    write_eval(out / "eval", res)
     times["eval"] = time.perf_counter() - t0 - times["data"] - times["train"]
     frame = _frame_for_export(index)
     export_frame(model, index, frame, out / "avatar.ply", cfg.data)
@@ -149,24 +149,18 @@ def load_config_overrides(obj, overrides: list[str], where: str):
 
 def run_export(args) -> list[Path]:
     "`avatar_nb export`: one PLY in a frame's pose, or a walk-cycle PLY sequence."
-    from avatar_nb.export import export_frame, export_sequence, walk_vertices, decode_person
+    from avatar_nb.export import export_frame, export_sequence, walk_vertices, decode_source
     from avatar_nb.body import load_body_model
     model, cfg, index = _checkpoint_run(args)
     if bool(args.frame) == bool(args.walk): raise ValueError("export: give exactly one of --frame FRAME or --walk N")
     if args.frame:
         paths = [export_frame(model, index, args.frame, args.out, cfg.data)]
     else:
-        from avatar_nb.pairs import AvatarDataset
         frame = index.splits[cfg.dataset.train_split][0][0]
-        src = AvatarDataset(index, cfg.dataset.train_split, _no_augment(cfg.data))[0].source
-        decoded = decode_person(model, src)
+        decoded = decode_source(model, index, frame, cfg.data)
         paths = export_sequence(model, decoded, walk_vertices(load_body_model(cfg.body), index, frame, args.walk), args.out)
     print(f"avatar_nb export -> {len(paths)} file(s): {paths[0]}" + (f" ... {paths[-1].name}" if len(paths) > 1 else ""))
     return paths
-
-def _no_augment(c):
-    from dataclasses import replace
-    return replace(c, augment=False)
 
 # %% ../nbs/90_cli.ipynb #9ffd28b0
 def build_parser() -> argparse.ArgumentParser:

@@ -79,17 +79,23 @@ class ConfigError(ValueError):
 def load_config(path: str | Path | None = None, # YAML file, or None for the defaults
                 overrides: Sequence[str] = (), # dotted `key=value` overrides, applied last
                 schema: type = Config, # the dataclass to validate against (a `Config` or a subclass, e.g. the training run's)
+                text: str | None = None, # YAML text instead of a file (a checkpoint's stored config)
                ) -> Config:
-    "Read a validated `Config` (or `schema`) from defaults, a YAML file and dotted overrides."
+    "Read a validated `Config` (or `schema`) from defaults, a YAML file (or text) and dotted overrides."
     schema = OmegaConf.structured(schema)
     where, missing = "defaults", set()
     try:
-        if path is not None:
-            path = Path(path)
-            where = str(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            loaded = OmegaConf.load(path)
+        if path is not None or text is not None:
+            if text is not None:
+                where = "stored config text"
+                try: loaded = OmegaConf.create(text)
+                except Exception as e: raise ConfigError(f"invalid config ({where}): {str(e).splitlines()[0]}") from None
+            else:
+                path = Path(path)
+                where = str(path)
+                if not path.is_file():
+                    raise ConfigError(f"config file not found: {path}")
+                loaded = OmegaConf.load(path)
             missing = set(OmegaConf.missing_keys(loaded))  # ??? values: a merge would keep the default
             schema = OmegaConf.merge(schema, loaded)
         bad = [o for o in overrides if "=" not in o]
@@ -99,7 +105,7 @@ def load_config(path: str | Path | None = None, # YAML file, or None for the def
         schema = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(overrides)))
         missing = sorted(missing - {o.split("=", 1)[0].strip() for o in overrides})
         if missing:
-            raise ConfigError(f"missing value(s) for {missing} (marked ??? in {path}); "
+            raise ConfigError(f"missing value(s) for {missing} (marked ??? in {path if text is None else 'the text'}); "
                               f"set them in the file or as key=value overrides")
         return OmegaConf.to_object(schema)
     except ConfigError: raise

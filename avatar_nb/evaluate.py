@@ -112,9 +112,8 @@ def _lpips_for(cfg: EvalConfig, fn, device) -> tuple[nn.Module | None, str]:
     if fn is not None: return fn, "available"
     try: return load_lpips("required", cfg.lpips_net, device), "available"
     except LpipsUnavailable as e:
-        if cfg.lpips == "required": raise LpipsUnavailable(f"eval.lpips='required': {e}") from None
-        why = str(e).split("but unavailable: ", 1)[-1].split(". TORCH_HOME", 1)[0]
-        return None, f"unavailable: {why}"
+        if cfg.lpips == "required": raise LpipsUnavailable(f"eval.lpips='required': {e}", e.reason) from None
+        return None, f"unavailable: {e.reason}"
 
 def _mean(recs: list, key: str) -> float | None:
     vals = [r[key] for r in recs if r[key] is not None]

@@ -121,7 +121,10 @@ def ssim(pred: Tensor, # [B, 3, H, W] in [0, 1]
 
 # %% ../nbs/15_losses.ipynb #180ffe8a
 class LpipsUnavailable(RuntimeError):
-    "LPIPS was required but cannot be built on this machine."
+    "LPIPS was required but cannot be built on this machine; `reason` says why in one clause."
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 _LPIPS_WARNED = False  # one warning per process
 
@@ -155,7 +158,7 @@ def load_lpips(mode: Literal["auto", "required", "never"] = "auto", # use where 
     if fn is not None: return fn
     if mode == "required":
         raise LpipsUnavailable(f"LPIPS is required (loss.lpips='required') but unavailable: {why}. {_lpips_fix(net)}; "
-                               "or set loss.lpips='auto' to train without it.")
+                               "or set loss.lpips='auto' to train without it.", reason=why)
     if not _LPIPS_WARNED:
         _LPIPS_WARNED = True
         warnings.warn(f"LPIPS is unavailable, so the loss has no perceptual term and metrics will show LPIPS as "

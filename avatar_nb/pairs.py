@@ -129,7 +129,7 @@ class Pair:
     identity: Tensor  # [] int64 (batched: [B])
     index: Tensor  # [] int64 item index (batched: [B])
     skipped: list[str]  # entries skipped while making this item (on_error="skip"), with reasons
-    jitter: Tensor | None = None  # [3] (batched: [B, 3]) colour factors still to apply (raw items), else None
+    jitter: Tensor | None = None  # [3] (batched: [B, 3]) colour factors still to apply (raw, augmented items), else None
 
     def pin_memory(self) -> "Pair":
         "The pair with its tensors in page-locked memory: the copy to the GPU can then overlap the step."
@@ -281,7 +281,7 @@ class AvatarDataset(torch.utils.data.Dataset):
         while len(sources) < c.num_sources: sources.append(sources[int(rng.integers(len(sources)))])
         src = stack_views(sources)
         if self.raw:  # applied by `finish_pair`, where the batch lands
-            jit = torch.tensor(colour if colour is not None else [1.0, 1.0, 1.0], dtype=torch.float32)
+            jit = None if colour is None else torch.tensor(colour, dtype=torch.float32)  # None: no jitter to apply
             return Pair(src, target, torch.tensor(ident), torch.tensor(int(i)), skipped, jit)
         if colour is not None:
             src.image, target.image = color_jitter(src.image, *colour), color_jitter(target.image, *colour)

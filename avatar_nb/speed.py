@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['time_ms', 'Reposer', 'BenchConfig', 'bench_templates', 'ring_bodies', 'template_decoded', 'bench_repose',
-           'bench_forward_step', 'time_to_quality', 'trained_person', 'bench_markdown', 'run_bench']
+           'bench_forward_step', 'time_to_quality', 'bench_markdown', 'run_bench']
 
 # %% ../nbs/20_speed.ipynb #5023120c
 import json
@@ -19,8 +19,10 @@ from torch import Tensor
 
 from .template import GaussianTemplate, make_template
 from .localise import look_at, intrinsics, transform_points
-from .model import AvatarModel, ModelConfig, PlacedGaussians, camera_vertices
-from .pairs import finish_pair
+from .model import AvatarModel, ModelConfig, PlacedGaussians, render_pair
+from .pairs import View, Pair
+from .train import compile_for_training, pair_loss
+from .export import decode_source
 from .decoder import DecoderConfig, DecodedGaussians
 from .render import _gsplat
 from .losses import AvatarLoss, LossConfig
@@ -186,25 +188,20 @@ def bench_forward_step(t: GaussianTemplate, cfg: BenchConfig) -> list[dict]:
     if cfg.compile and dev.type == "cuda": modes += [("compiled bf16", True, "default"),
                                                      ("compiled bf16 + CUDA graphs", True, "reduce-overhead")]
     mask = torch.zeros(B, 1, S, S, device=dev); mask[..., S // 8:-S // 8, S // 4:-S // 4] = 1
+    view = View(imgs, mask, K, torch.eye(4, device=dev).expand(B, 4, 4), bodies, [""] * B, [""] * B)  # camera frame
+    src = View(*(x[:, None] for x in (imgs, mask, K, view.viewmat, bodies)), view.frame, view.camera)
+    pair = Pair(src, view, torch.zeros(B, dtype=torch.long), torch.arange(B), [])
     for name, bf16, mode in modes:
         torch.manual_seed(0)
         model = AvatarModel(t, ModelConfig(decoder=DecoderConfig(bf16=bf16), zbuffer_stride=zs)).to(dev)
-        loss_fn = AvatarLoss(LossConfig(lpips="never"))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as `AvatarModule`
-        fwd = model.encode_place if mode == "none" else torch.compile(model.encode_place, mode=mode)
-        lf = loss_fn if mode == "none" else torch.compile(loss_fn, mode=mode)  # as `AvatarModule` with trainer.compile
+        lf = compile_for_training(model, AvatarLoss(LossConfig(lpips="never")), mode)  # as trainer.compile
         ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast(dev.type, enabled=False))
         def forward():
-            with torch.no_grad(), ctx():
-                return fwd(imgs, bodies, K, bodies, check=False)[1].render(K, S, S, background=bg, check=False)
+            with torch.no_grad(), ctx(): return render_pair(model, pair, bg, check=False)
         def step():  # `AvatarModule.training_step` without Lightning: no host reads
             opt.zero_grad(set_to_none=True)
-            with ctx():
-                decoded, placed = fwd(imgs, bodies, K, bodies, check=False)
-                out = placed.render(K, S, S, background=bg, check=False)
-                rgb, alpha = out.rgb[:, 0].permute(0, 3, 1, 2), out.alpha[:, 0].permute(0, 3, 1, 2)
-                lo = lf(rgb.float(), alpha.float(), imgs, mask, placed.means, K, placed.opacities, placed.scales,
-                        decoded.offset, model.decoder.cfg.max_offset)
+            with ctx(): lo = pair_loss(model, lf, pair, bg)[0]
             lo.total.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.found_inf = (~(torch.isfinite(lo.total) & torch.isfinite(norm))).float()
@@ -241,13 +238,6 @@ def time_to_quality(config: str | None, overrides: list[str], threshold: float =
     return {"threshold_db": threshold, "reached": hit is not None, "step": hit[0] if hit else None,
             "seconds": hit[1] if hit else None, "validations": marks, "steps_run": r["steps"],
             "trained": (r["module"].model, r["module"].template, r["trainer"].datamodule)}
-
-def trained_person(model: AvatarModel, dm) -> DecodedGaussians:
-    "The first validation item's person, decoded by a trained model: [1, N, ...]."
-    src, dev = finish_pair(next(iter(dm.val_dataloader()))).source, next(model.parameters()).device
-    with torch.no_grad():
-        d = model.eval().encode(src.image[:1].to(dev), camera_vertices(src)[:1].to(dev), src.K[:1].to(dev))
-    return DecodedGaussians(*(x.float() for x in (d.rotation, d.scale, d.opacity, d.sh, d.offset)))
 
 def _md_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     head = "| " + " | ".join(c[1] for c in cols) + " |\n| " + " | ".join("---" for _ in cols) + " |\n"
@@ -295,6 +285,7 @@ def run_bench(out: str | Path, cfg: BenchConfig | None = None, quality: tuple | 
         model, tmpl, dm = q.pop("trained")
         res["quality"] = q; save("time to quality")
         if dev.type == "cuda":  # the trained person re-posed, as the first rows did with the template's attributes
-            res["repose"] += bench_repose(tmpl, cfg, model, trained_person(model, dm), label="trained (time-to-quality run)")
+            person = decode_source(model, dm.index, dm.train_set.targets[0][0], dm.cfg.data)  # the first training person
+            res["repose"] += bench_repose(tmpl, cfg, model, person, label="trained (time-to-quality run)")
             save("re-pose of the trained person")
     return res
