@@ -9,7 +9,6 @@ import io
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess

@@ -125,8 +125,7 @@ def test_embed_page_and_live_server(person, walk, tmp_path):
     text = page.read_text()
     assert "__VISER_EMBED_DATA__" in text and "<iframe" not in text and len(text) > 500_000
     live = live_scene([v.posed(t) for t in range(2)])
-    host, port = live.server.get_host(), live.server.get_port()
-    assert host == "127.0.0.1" and b"<html" in urllib.request.urlopen(live.url, timeout=10).read().lower()
+    assert live.server.get_host() == "127.0.0.1" and b"<html" in urllib.request.urlopen(live.url, timeout=10).read().lower()
     live.stop()
     with pytest.raises((urllib.error.URLError, ConnectionError, socket.timeout)):
         urllib.request.urlopen(live.url, timeout=3)
