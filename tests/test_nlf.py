@@ -1,4 +1,4 @@
-"NLF adapter from the command line with the stand-in; the real checkpoint when NLF_CHECKPOINT names one."
+"NLF from the command line with the stand-in; the real checkpoint (adapter and backbone encoder) when NLF_CHECKPOINT names one."
 import os
 
 import numpy as np
@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import run_py
 from avatar_nb.localise import project
+from avatar_nb.encoders import NLFBackboneEncoder, receptive_field_centre
 from avatar_nb.nlf import load_nlf, run_nlf, write_nlf_standin
 
 
@@ -58,3 +59,17 @@ def test_real_checkpoint_projection_convention(tmp_path):
     assert people.num_people == 1
     err = (project(people.vertices3d, people.K[people.image_index]) - people.vertices2d).norm(dim=-1)
     assert err.median() < 0.5, err.median()
+
+
+@pytest.mark.skipif(not os.environ.get("NLF_CHECKPOINT"), reason="set NLF_CHECKPOINT to an NLF .torchscript file")
+def test_nlf_backbone_real_checkpoint():
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_nlf(os.environ["NLF_CHECKPOINT"], dev)
+    if dev == "cpu": model = model.float()  # half-precision convolutions are a GPU thing
+    for tap, s in (("stride8", 8), ("stride16", 16)):
+        enc = NLFBackboneEncoder(model, tap)
+        out = enc(torch.rand(2, 3, 256, 192, device=dev))
+        assert out.shape == (2, enc.feat_dim, 256 // s, 192 // s) and torch.isfinite(out).all()
+    # stride-8 stages have no squeeze-excitation, so a cell's receptive field is local: centred on its block
+    enc = NLFBackboneEncoder(model.float(), "stride8")
+    assert torch.equal(receptive_field_centre(enc, 256, (16, 16)), torch.tensor([132.0, 132.0]))
