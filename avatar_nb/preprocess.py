@@ -8,9 +8,6 @@ __all__ = ['IMAGE_EXTS', 'WORLD_FROM_CAMERA', 'SMPLX_POSE_PARTS', 'PreprocessCon
 
 # %% ../nbs/10_preprocess.ipynb #1cbb0d0f
 import hashlib
-import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, asdict
@@ -22,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .data import write_dataset
+from .files import atomic_write
 from .nlf import NLFPeople, load_nlf, nlf_default_K, run_nlf
 
 # %% ../nbs/10_preprocess.ipynb #3c326647
@@ -100,10 +99,8 @@ def nlf_predictions(files: list[Path], cfg: PreprocessConfig) -> tuple[NLFPeople
                               else sum((p.empty_images for p in parts), []))
                           for f in NLFPeople.__dataclass_fields__})
     arrays = {f: getattr(people, f).numpy() for f in NLFPeople.__dataclass_fields__ if f != "empty_images"}
-    tmp = cache.with_name(cache.name + ".part")
-    with open(tmp, "wb") as fh:
+    with atomic_write(cache, "wb") as fh:
         np.savez(fh, key=np.array(key), empty_images=np.array(people.empty_images, dtype=np.int64), **arrays)
-    os.replace(tmp, cache)
     return people, False
 
 # %% ../nbs/10_preprocess.ipynb #088aaf97
@@ -169,20 +166,21 @@ def preprocess(cfg: PreprocessConfig) -> dict:
         raise ValueError(f"NLF found nobody in {len(people.empty_images)} frame(s): "
                          f"{[files[i].name for i in people.empty_images[:5]]}")
     if people.num_people == 0: raise ValueError(f"NLF found nobody in any of the {len(files)} frames in {cfg.images}")
-    tmp = out.with_name(f".{out.name}.part")
-    if tmp.exists(): shutil.rmtree(tmp)
-    try:
-        (tmp / "images" / "cam00").mkdir(parents=True); (tmp / "masks" / "cam00").mkdir(parents=True)
-        frames, src_index, K0, size0 = [], [], None, None
-        for p in range(people.num_people):
-            i = int(people.image_index[p])
+    first = int(people.image_index[0])
+    K0, (H0, W0) = people.K[first].numpy(), read_rgb(files[first]).shape[:2]
+    frames, src_index = [], []
+    for p in range(people.num_people):
+        i = int(people.image_index[p])
+        frames.append(files[i].stem if cfg.person == "best" else f"{files[i].stem}_p{int((people.image_index[:p] == i).sum())}")
+        src_index.append(i)
+
+    def views():
+        for p, (name, i) in enumerate(zip(frames, src_index)):
             rgb = read_rgb(files[i])
-            H, W = rgb.shape[:2]
-            K = people.K[i].numpy()
-            if K0 is None: K0, size0 = K, (W, H)
-            elif (W, H) != size0 or not np.allclose(K, K0):
+            H, W, K = *rgb.shape[:2], people.K[i].numpy()
+            if (W, H) != (W0, H0) or not np.allclose(K, K0):
                 raise ValueError(f"{files[i]}: size {W}x{H} or intrinsics differ from the first frame's "
-                                 f"({size0[0]}x{size0[1]}); one static camera per dataset")
+                                 f"({W0}x{H0}); one static camera per dataset")
             if mask_files:
                 with Image.open(mask_files[i]) as m: mask = np.asarray(m.convert("L")) > 0
                 if mask.shape != (H, W):
@@ -192,31 +190,21 @@ def preprocess(cfg: PreprocessConfig) -> dict:
                 mask = dilate(mesh_silhouette(people.vertices3d[p].numpy(), faces, K, W, H), cfg.dilate_px)
             else:
                 mask = dilate(points_silhouette(people.vertices2d_nonparam[p].numpy(), W, H), cfg.dilate_px)
-            name = files[i].stem if cfg.person == "best" else f"{files[i].stem}_p{int((people.image_index[:p] == i).sum())}"
-            Image.fromarray(rgb).save(tmp / "images" / "cam00" / f"{name}.png")
-            Image.fromarray((mask * 255).astype(np.uint8)).save(tmp / "masks" / "cam00" / f"{name}.png")
-            frames.append(name); src_index.append(i)
-        R = WORLD_FROM_CAMERA[:3, :3]
-        bodies = {"frame": np.array(frames), "identity": np.zeros(len(frames), dtype=np.int64),
-                  "vertices": (people.vertices3d.numpy() @ R.T).astype(np.float32),
-                  "betas": people.betas.numpy(), "expression": np.zeros((len(frames), 10), np.float32),
-                  "transl": people.trans.numpy()}
-        for k, (a, b) in SMPLX_POSE_PARTS.items(): bodies[k] = people.pose[:, a:b].numpy()
-        np.savez(tmp / "bodies.npz", **bodies)
-        cams = {"cam00": {"K": K0.tolist(), "viewmat": WORLD_FROM_CAMERA.tolist(), "width": size0[0], "height": size0[1]}}
-        (tmp / "cameras.json").write_text(json.dumps(cams, indent=1))
-        test = [f for f, i in zip(frames, src_index) if cfg.test_every and i % cfg.test_every == cfg.test_every - 1]
-        splits = {"train": [[f, "cam00"] for f in frames if f not in test], "test_pose": [[f, "cam00"] for f in test]}
-        (tmp / "splits.json").write_text(json.dumps(splits))
-        report = {"frames_in": len(files), "frames_out": len(frames), "empty_frames": [files[i].name for i in people.empty_images],
-                  "nlf_cached": cached, "masks": "given" if mask_files else "approximate"}
-        meta = {"format": "avatar_nb-dataset", "version": 1, "body_model": "smplx", "source": "nlf",
-                "masks": "exact" if mask_files else "approximate", "note": "SMPL-X parameters are NLF's, in its "
-                "camera frame; vertices are in the dataset's world frame (camera frame turned 180 deg about x)",
-                "preprocess": {k: v for k, v in asdict(cfg).items() if k not in ("overwrite",)}, "report": report}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if out.exists(): shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
+            yield name, "cam00", rgb, mask
+
+    R = WORLD_FROM_CAMERA[:3, :3]
+    bodies = {"frame": np.array(frames), "identity": np.zeros(len(frames), dtype=np.int64),
+              "vertices": (people.vertices3d.numpy() @ R.T).astype(np.float32),
+              "betas": people.betas.numpy(), "expression": np.zeros((len(frames), 10), np.float32),
+              "transl": people.trans.numpy(), **{k: people.pose[:, a:b].numpy() for k, (a, b) in SMPLX_POSE_PARTS.items()}}
+    cams = {"cam00": {"K": K0, "viewmat": WORLD_FROM_CAMERA, "width": W0, "height": H0}}
+    test = [f for f, i in zip(frames, src_index) if cfg.test_every and i % cfg.test_every == cfg.test_every - 1]
+    splits = {"train": [(f, "cam00") for f in frames if f not in test], "test_pose": [(f, "cam00") for f in test]}
+    report = {"frames_in": len(files), "frames_out": len(frames), "empty_frames": [files[i].name for i in people.empty_images],
+              "nlf_cached": cached, "masks": "given" if mask_files else "approximate"}
+    meta = {"body_model": "smplx", "source": "nlf",
+            "masks": "exact" if mask_files else "approximate", "note": "SMPL-X parameters are NLF's, in its "
+            "camera frame; vertices are in the dataset's world frame (camera frame turned 180 deg about x)",
+            "preprocess": {k: v for k, v in asdict(cfg).items() if k not in ("overwrite",)}, "report": report}
+    write_dataset(out, meta, cams, bodies, splits, views(), overwrite=True)
     return report
