@@ -7,7 +7,6 @@ __all__ = ['SMPLX_POSES_165', 'SMPLH_POSES_156', 'sequence_camera', 'render_fram
            'Motion', 'load_amass', 'motion_vertices']
 
 # %% ../nbs/19a_animate.ipynb #08489aab
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +23,7 @@ from .export import export_sequence
 from .model import AvatarModel
 from .render import render
 from .viz import orbit_camera
+from .files import atomic_path
 
 # %% ../nbs/19a_animate.ipynb #6f9899e9
 def sequence_camera(vertices: Tensor, # [T, V, 3] posed bodies, world frame (y up), metres
@@ -77,9 +77,7 @@ def write_video(frames: np.ndarray, # [T, H, W, 3] uint8
     if not fps > 0: raise ValueError(f"fps must be > 0, got {fps}")
     kind = path.suffix.lower()
     if kind not in (".gif", ".mp4"): raise ValueError(f"video path must end in .gif or .mp4, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part{kind}")
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:  # imageio picks the format from the suffix
         if kind == ".gif":
             # the v3 Pillow plugin: the legacy GIF-PIL writer corrupts some frame sequences (headers of 2e9 pixels)
             iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
@@ -91,9 +89,6 @@ def write_video(frames: np.ndarray, # [T, H, W, 3] uint8
             frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
             imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
                              macro_block_size=2, quality=8, ffmpeg_log_level="error")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
     return path
 
 # %% ../nbs/19a_animate.ipynb #7e8c1e32

@@ -9,7 +9,6 @@ __all__ = ['EvalConfig', 'person_bbox', 'evaluate_item', 'EvalResults', 'evaluat
 # %% ../nbs/17_eval.ipynb #e0744566
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from .pairs import AvatarDataset, DataConfig
 from .localise import transform_points
 from .model import AvatarModel, camera_vertices, composite
 from .losses import LpipsUnavailable, load_lpips, lpips_distance, psnr, ssim
+from .files import atomic_path
 
 # %% ../nbs/17_eval.ipynb #08b08943
 @dataclass
@@ -267,12 +267,8 @@ def _jsonable(x):
     return x
 
 def _atomic(path: Path, write) -> Path:
-    "Write through a temporary sibling, then rename into place."
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        write(tmp); os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    "Write through `write(tmp_path)` and `files.atomic_path`: whole or not at all."
+    with atomic_path(path) as tmp: write(tmp)
     return path
 
 def write_eval(out_dir: str | Path, results: dict,

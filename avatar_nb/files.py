@@ -18,9 +18,10 @@ def is_temp_name(name: str) -> bool:
     "Whether `name` (a file or folder name, not a path) is a temporary left by `atomic_write` or `atomic_folder`."
     return name.startswith(".") and any(m in name for m in TEMP_MARKERS)
 
-def _temp_file_name(path: Path) -> Path:
-    # the target's suffix stays last, so writers that pick a format from the name (imageio, savefig) still can
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part{path.suffix}")
+def _temp_file_name(path: Path, keep_suffix: bool = False) -> Path:
+    # ends in ".part", so a glob for the target's suffix (`*.ply`) never sees a half-written file; writers that
+    # pick the format from the name (imageio) ask for the suffix to be kept after it
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part{path.suffix if keep_suffix else ''}")
 
 def _fsync_dir(folder: Path):
     try: fd = os.open(folder, os.O_RDONLY)
@@ -32,11 +33,12 @@ def _fsync_dir(folder: Path):
 # %% ../nbs/01a_files.ipynb #fa25d4da
 @contextmanager
 def atomic_path(path: str | Path, # the final file
+                keep_suffix: bool = False, # end the temporary's name with `path`'s suffix (after ".part")
                ) -> Iterator[Path]: # a temporary sibling to write; renamed onto `path` when the block ends cleanly
     "A temporary path beside `path`, fsynced and renamed onto it when the block succeeds; removed when it raises."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_file_name(path)
+    tmp = _temp_file_name(path, keep_suffix)
     try:
         yield tmp
         if not tmp.is_file(): raise FileNotFoundError(f"nothing was written to {tmp} for {path}")

@@ -8,7 +8,6 @@ __all__ = ['LUMA', 'person_box', 'int_box', 'crop_intrinsics', 'crop_resize', 'D
 
 # %% ../nbs/08b_pairs.ipynb #1724932a
 import hashlib
-import os
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from .data import DatasetError, DatasetIndex
 from .datasets import body_vertices, read_image, read_mask, remap, undistort_map
+from .files import atomic_write
 
 # %% ../nbs/08b_pairs.ipynb #61df65c1
 def person_box(mask: np.ndarray, # [H, W] bool
@@ -228,10 +228,7 @@ class AvatarDataset(torch.utils.data.Dataset):
             rgbm = remap(rgbm, self._maps[entry[1]])
             rgbm[..., 3] = np.where(rgbm[..., 3] > 127, 255, 0)
         if cache:  # written aside, renamed into place: workers may race
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f"{f.name}.{os.getpid()}.part")
-            with open(tmp, "wb") as fh: np.save(fh, rgbm)
-            os.replace(tmp, f)
+            with atomic_write(f, "wb") as fh: np.save(fh, rgbm)
         return rgbm
 
     def view(self, entry: tuple[str, str], rng: np.random.Generator | None = None) -> View:
