@@ -18,14 +18,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .body import SMPL_PARAMS, SMPLX_PARAMS
+
 # %% ../nbs/08_data.ipynb #a001dfbc
 FORMAT, VERSION = "avatar_nb-dataset", 1
 # per-frame shapes of each body model's parameters in bodies.npz (None: any size)
 BODY_PARAMS = {"anny": {"pose": (None, 3), "phenotype": (None,), "transl": (3,)},
-               "smplx": {"global_orient": (3,), "body_pose": (63,), "jaw_pose": (3,), "leye_pose": (3,),
-                         "reye_pose": (3,), "left_hand_pose": (45,), "right_hand_pose": (45,), "betas": (None,),
-                         "expression": (None,), "transl": (3,)},
-               "smpl": {"global_orient": (3,), "body_pose": (69,), "betas": (None,), "transl": (3,)}}
+               "smplx": {k: (n,) for k, n in SMPLX_PARAMS.items()}, "smpl": {k: (n,) for k, n in SMPL_PARAMS.items()}}
 
 class DatasetError(ValueError):
     "A dataset file or entry is missing, unreadable or inconsistent; the message names it."
