@@ -6,7 +6,7 @@
 __all__ = ['TEMP_MARKERS', 'is_temp_name', 'atomic_path', 'atomic_write', 'atomic_folder']
 
 # %% ../nbs/01a_files.ipynb #5ea3f4fb
-import os, secrets, shutil, tempfile
+import os, secrets, shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Literal
@@ -78,7 +78,8 @@ def atomic_folder(root: str | Path, # the final folder
     root = Path(root)
     _check_folder_target(root, overwrite)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()  # the usual permissions (mkdtemp's would be owner-only)
     try:
         yield tmp
         _check_folder_target(root, overwrite)  # another writer may have filled it meanwhile
