@@ -2,7 +2,7 @@
 import torch
 
 
-from avatar_nb.speed import time_ms  # one timer for the scripts and `avatar_nb bench`
+from avatar_nb.evaluate import time_ms  # one timer for the scripts, `avatar_nb bench` and evaluation
 
 
 def load_mesh(path: str | None):
