@@ -22,8 +22,7 @@ from torch import Tensor
 from .decoder import DecodedGaussians
 from .localise import intrinsics, look_at
 from .model import AvatarModel
-from .ply import Splats
-from .render import render
+from .gaussians import Gaussians
 from .template import SH_C0
 
 from .looks import (orbit_camera, base_rgb, colormap, scalar_field, part_palette, gaussian_labels, subset_mask, blend_vertices,
@@ -44,10 +43,10 @@ class ViewState:
     every: int = 1  # draw every k-th Gaussian
     part: str = "all"  # draw one body part only; "all": every part
 
-def _lerp_splats(a: Splats, b: Splats, w: float) -> Splats:
+def _lerp_splats(a: Gaussians, b: Gaussians, w: float) -> Gaussians:
     if w == 0: return a
     q = torch.where(((a.quats * b.quats).sum(-1, keepdim=True) < 0), -b.quats, b.quats)  # same rotation, nearer sign
-    return Splats(means=torch.lerp(a.means, b.means, w), quats=torch.nn.functional.normalize(torch.lerp(a.quats, q, w), dim=-1),
+    return Gaussians(means=torch.lerp(a.means, b.means, w), quats=torch.nn.functional.normalize(torch.lerp(a.quats, q, w), dim=-1),
                   scales=torch.lerp(a.scales, b.scales, w), opacities=torch.lerp(a.opacities, b.opacities, w),
                   sh=torch.lerp(a.sh, b.sh, w))
 
@@ -58,7 +57,7 @@ class AvatarViewer:
     def __init__(self, model: AvatarModel | None = None, # the avatar (e.g. from `train.load_avatar`)
                  decoded: DecodedGaussians | None = None, # one person, [1, N, ...], from `export.decode_person`
                  vertices: Tensor | None = None, # [T, V, 3] posed bodies, world frame (y up), metres
-                 splats: Splats | Sequence[Splats] | None = None, # instead of the three above: Gaussians per frame
+                 splats: Gaussians | Sequence[Gaussians] | None = None, # instead of the three above: Gaussians per frame
                  labels=None, # [V] vertex labels (with a model) or [N] Gaussian labels, e.g. `people.vertex_parts`
                  label_names: Sequence[str] | None = None, # name of each label (e.g. `people.PART_NAMES`)
                  size: int | tuple[int, int] = 160, # image width (and height), pixels
@@ -66,7 +65,7 @@ class AvatarViewer:
                  background: Sequence[float] = (1.0, 1.0, 1.0), # RGB behind the person
                 ):
         if (splats is None) == (model is None):
-            raise ValueError("pass either model, decoded and vertices, or splats (one Splats or one per frame)")
+            raise ValueError("pass either model, decoded and vertices, or splats (one Gaussians or one per frame)")
         if model is not None:
             if decoded is None or vertices is None: raise ValueError("a model needs decoded (one person) and vertices [T, V, 3]")
             if vertices.dim() != 3 or vertices.shape[1:] != (model.num_vertices, 3):
@@ -79,7 +78,7 @@ class AvatarViewer:
             self.vertices, self.frames = vertices.to(self.device, torch.float32), None
             self.num_frames, N = vertices.shape[0], model.num_gaussians
         else:
-            self.frames = [splats] if isinstance(splats, Splats) else list(splats)
+            self.frames = [splats] if isinstance(splats, Gaussians) else list(splats)
             if not self.frames: raise ValueError("splats must hold at least one frame")
             N, self.device = self.frames[0].num_gaussians, self.frames[0].means.device
             if any(f.num_gaussians != N for f in self.frames): raise ValueError("every frame must hold the same Gaussians")
@@ -106,14 +105,14 @@ class AvatarViewer:
         self.state = ViewState(distance=round(max(fit, 0.5), 1))
         self.sh_max = self.posed(0).sh_degree
 
-    def posed(self, frame: int = 0, blend_to: int | None = None, blend: float = 0.0) -> Splats:
+    def posed(self, frame: int = 0, blend_to: int | None = None, blend: float = 0.0) -> Gaussians:
         "The person's Gaussians in a frame, or a blend of two, on the viewer's device."
         key = (int(frame), int(frame if blend_to is None else blend_to), float(blend))
         if self._cache[0] == key: return self._cache[1]
         if self.model is not None:
             v = blend_vertices(self.vertices, *key)
             with torch.no_grad(): p = self.model.place(self.decoded, v[None], check=False)
-            s = Splats(means=p.means[0], quats=p.quats[0], scales=p.scales[0], opacities=p.opacities[0], sh=p.sh[0])
+            s = p[0]
         else:
             blend_vertices(torch.zeros(self.num_frames, 1, 3), *key)  # the same range checks
             s = _lerp_splats(self.frames[key[0]], self.frames[key[1]], key[2])
@@ -129,7 +128,7 @@ class AvatarViewer:
         if not -1 <= st.sh_degree <= self.sh_max: raise ValueError(f"sh_degree must be in -1..{self.sh_max}, got {st.sh_degree}")
         return st
 
-    def colours(self, s: Splats, colour: ColourBy, sh_degree: int = -1) -> tuple[Tensor, dict]:
+    def colours(self, s: Gaussians, colour: ColourBy, sh_degree: int = -1) -> tuple[Tensor, dict]:
         "Colours to render ([N, K, 3] SH for 'rgb', else [N, 3] RGB) and what a legend needs."
         if colour == "rgb":
             d = self.sh_max if sh_degree < 0 else sh_degree
@@ -152,8 +151,8 @@ class AvatarViewer:
         vm, K = orbit_camera(self.target, st.azimuth, st.elevation, st.distance, self.width, self.height, self.fov_degrees)
         dev = s.means.device
         with torch.no_grad():
-            out = render(s.means[m], s.quats[m], s.scales[m], s.opacities[m], colors[m], vm[None].to(dev),
-                         K[None].to(dev), self.width, self.height, background=bg)
+            out = s.subset(m).render(K[None].to(dev), self.width, self.height, viewmats=vm[None].to(dev), colors=colors[m],
+                                     background=bg)
         return (out.rgb[0].clamp(0, 1) * 255).round().byte().cpu().numpy()
 
     def figure(self, state: ViewState | None = None, **changes) -> Figure:
