@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from fastcore.basics import patch
 
 from .template import GaussianTemplate
 from .gaussians import Gaussians
@@ -160,39 +161,46 @@ class Localiser(nn.Module):
         self.k = int(k)
         self.register_buffer("bary_k", t.bary[:k].float().clone())  # unused by placement; checkpoints hold it
 
-    def check_vertices(self, vertices: Tensor):
-        "Raise ValueError naming the shape, or the first non-finite entries, of malformed vertices."
-        if vertices.dim() != 3 or vertices.shape[1:] != (self.num_vertices, 3):
-            raise ValueError(f"vertices must have shape [B, {self.num_vertices}, 3] (camera frame, metres), "
-                             f"got {list(vertices.shape)}")
-        if not torch.isfinite(vertices).all():
-            bad = (~torch.isfinite(vertices)).any(-1).nonzero()[:3].tolist()
-            raise ValueError(f"vertices contain NaN or inf (first [batch, vertex] entries: {bad})")
+# %% ../nbs/04_localise.ipynb #0c6bfa03
+@patch
+def check_vertices(self: Localiser, vertices: Tensor):
+    "Raise ValueError naming the shape, or the first non-finite entries, of malformed vertices."
+    if vertices.dim() != 3 or vertices.shape[1:] != (self.num_vertices, 3):
+        raise ValueError(f"vertices must have shape [B, {self.num_vertices}, 3] (camera frame, metres), "
+                         f"got {list(vertices.shape)}")
+    if not torch.isfinite(vertices).all():
+        bad = (~torch.isfinite(vertices)).any(-1).nonzero()[:3].tolist()
+        raise ValueError(f"vertices contain NaN or inf (first [batch, vertex] entries: {bad})")
 
-    def check_inputs(self, vertices: Tensor, K: Tensor):
-        "Raise ValueError naming the argument and its shape when inputs are malformed or non-finite."
-        self.check_vertices(vertices)
-        if K.shape not in ((3, 3), (vertices.shape[0], 3, 3), (1, 3, 3)):
-            raise ValueError(f"K must have shape [B, 3, 3] or [3, 3] with B = {vertices.shape[0]}, got {list(K.shape)}")
-        if not torch.isfinite(K).all(): raise ValueError("K contains NaN or inf")
+@patch
+def check_inputs(self: Localiser, vertices: Tensor, K: Tensor):
+    "Raise ValueError naming the argument and its shape when inputs are malformed or non-finite."
+    self.check_vertices(vertices)
+    if K.shape not in ((3, 3), (vertices.shape[0], 3, 3), (1, 3, 3)):
+        raise ValueError(f"K must have shape [B, 3, 3] or [3, 3] with B = {vertices.shape[0]}, got {list(K.shape)}")
+    if not torch.isfinite(K).all(): raise ValueError("K contains NaN or inf")
 
-    def place(self, vertices: Tensor, # [B, V, 3] posed vertices, any frame, metres
-              check: bool = True, # validate shape and finiteness (a host sync)
-             ) -> MeshPlacement:  # in the vertices' frame
-        "Centres and face frames on the posed mesh (no camera)."
-        if check: self.check_vertices(vertices)
-        if vertices.dtype in (torch.float16, torch.bfloat16): vertices = vertices.float()
-        return barycentric_place(vertices, self.faces, self.face_idx, self.bary, self.rest_area,
-                                 k=self.k if self.regular else None)
+# %% ../nbs/04_localise.ipynb #7017cf95
+@patch
+def place(self: Localiser, vertices: Tensor, # [B, V, 3] posed vertices, any frame, metres
+          check: bool = True, # validate shape and finiteness (a host sync)
+         ) -> MeshPlacement:  # in the vertices' frame
+    "Centres and face frames on the posed mesh (no camera)."
+    if check: self.check_vertices(vertices)
+    if vertices.dtype in (torch.float16, torch.bfloat16): vertices = vertices.float()
+    return barycentric_place(vertices, self.faces, self.face_idx, self.bary, self.rest_area,
+                             k=self.k if self.regular else None)
 
-    def forward(self, vertices: Tensor, # [B, V, 3] posed vertices, camera frame, metres
-                K: Tensor, # [B, 3, 3] or [3, 3] intrinsics, pixels
-                check: bool = True, # validate shapes and finiteness (a host sync); off in tight loops
-               ) -> Localised:
-        if check: self.check_inputs(vertices, K)
-        pl = self.place(vertices, check=False)
-        x2d = project(pl.centres, K.to(pl.centres.dtype) if K.dim() == 3 else K.to(pl.centres.dtype)[None])
-        return Localised(centres=pl.centres, frames=pl.frames, face_scale=pl.face_scale, x2d=x2d, depth=pl.centres[..., 2])
+@patch
+def forward(self: Localiser, vertices: Tensor, # [B, V, 3] posed vertices, camera frame, metres
+            K: Tensor, # [B, 3, 3] or [3, 3] intrinsics, pixels
+            check: bool = True, # validate shapes and finiteness (a host sync); off in tight loops
+           ) -> Localised:
+    if check: self.check_inputs(vertices, K)
+    pl = self.place(vertices, check=False)
+    K = K.to(pl.centres.dtype)
+    x2d = project(pl.centres, K if K.dim() == 3 else K[None])
+    return Localised(centres=pl.centres, frames=pl.frames, face_scale=pl.face_scale, x2d=x2d, depth=pl.centres[..., 2])
 
 # %% ../nbs/04_localise.ipynb #9ab4a80c
 def pose_gaussians(placed: MeshPlacement, # centres and face frames on the posed body (`Localised` is one)

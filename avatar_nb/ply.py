@@ -14,7 +14,6 @@ from typing import Iterable, Literal
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError, PlyListProperty
-from torch import Tensor
 
 from .gaussians import Gaussians
 
