@@ -60,8 +60,7 @@ def render_frames(model: AvatarModel, decoded: DecodedGaussians, # one person, [
     with torch.no_grad():
         for t in range(T):
             p = model.place(decoded, vertices[t:t + 1].to(dev, torch.float32), check=False)
-            o = render(p.means[0], p.quats[0], p.scales[0], p.opacities[0], p.sh[0], vms[t:t + 1].to(dev),
-                       K[None].to(dev, torch.float32), width, height, background=bg)
+            o = p[0].render(K[None].to(dev, torch.float32), width, height, viewmats=vms[t:t + 1].to(dev), background=bg)
             frames.append((o.rgb[0].clamp(0, 1) * 255).round().byte().cpu().numpy())
     return np.stack(frames)
 

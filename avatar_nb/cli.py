@@ -21,14 +21,13 @@ from .config import Config, ConfigError, config_to_yaml, load_config
 from .body import load_body_model
 from .template import GaussianTemplate, build_template
 from .localise import intrinsics, look_at, place_template
-from .render import render
-from .ply import Splats, save_ply
+from .gaussians import Gaussians
+from .ply import save_ply
 
 # %% ../nbs/90_cli.ipynb #626ca3a6
-def template_splats(t: GaussianTemplate) -> Splats:
+def template_splats(t: GaussianTemplate) -> Gaussians:
     "A template's Gaussians on its rest mesh, in the body frame (metres, y up)."
-    pg = place_template(t)
-    return Splats(means=pg.means, quats=pg.quats, scales=pg.scales, opacities=t.opacity, sh=t.sh)
+    return place_template(t)
 
 def template_figure(t: GaussianTemplate, # template to draw
                     size: int = 256, # pixels per view
@@ -42,8 +41,7 @@ def template_figure(t: GaussianTemplate, # template to draw
     dist = 1.15 * h / (2 * math.tan(math.radians(20)))
     views = torch.stack([look_at(c + torch.tensor([0.0, 0.0, dist]), c), look_at(c + torch.tensor([dist, 0.0, 0.0]), c)])
     with torch.no_grad():
-        img = render(s.means, s.quats, s.scales, s.opacities, s.sh, views, intrinsics(size, size, 40.0).expand(2, 3, 3),
-                     size, size, background=torch.ones(3))
+        img = s.render(intrinsics(size, size, 40.0).expand(2, 3, 3), size, size, viewmats=views, background=torch.ones(3))
     fig, axs = plt.subplots(1, 4, figsize=(12, 3.6))
     for i, name in enumerate(("front", "side")):
         fg = img.alpha[i, ..., 0] > 0.5

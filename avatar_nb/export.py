@@ -18,7 +18,8 @@ from .pairs import AvatarDataset, DataConfig, View, stack_views
 from .localise import transform_points
 from .model import AvatarModel, camera_vertices
 from .decoder import DecodedGaussians
-from .ply import Splats, save_ply, save_ply_sequence
+from .gaussians import Gaussians
+from .ply import save_ply, save_ply_sequence
 from .people import pose_vector, walk
 
 # %% ../nbs/17a_export.ipynb #36f6a529
@@ -44,15 +45,14 @@ def decode_person(model: AvatarModel,
 
 def posed_splats(model: AvatarModel, decoded: DecodedGaussians, # one person: [1, N, ...]
                  vertices: Tensor, # [V, 3] posed body, world frame (y up), metres
-                ) -> Splats:  # the person's Gaussians in the world frame, CPU
+                ) -> Gaussians:  # [N, ...] the person's Gaussians in the world frame, CPU
     "One person's Gaussians placed on a body in the world frame (the identity camera)."
     if decoded.rotation.shape[0] != 1:
         raise ValueError(f"posed_splats places one person; decoded holds {decoded.rotation.shape[0]} (index one out)")
     if vertices.dim() != 2 or vertices.shape[-1] != 3:
         raise ValueError(f"vertices must have shape [V, 3] (world frame, metres), got {list(vertices.shape)}")
     p = _no_grad_eval(model, lambda: model.place(decoded, vertices[None].to(decoded.rotation)))
-    return Splats(means=p.means[0].cpu(), quats=p.quats[0].cpu(), scales=p.scales[0].cpu(),
-                  opacities=p.opacities[0].cpu(), sh=p.sh[0].cpu())
+    return p[0].cpu()
 
 # %% ../nbs/17a_export.ipynb #15740108
 def _row(index: DatasetIndex, frame: str) -> int:

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['look_at', 'transform_points', 'intrinsics', 'project', 'face_frames', 'quat_to_matrix', 'matrix_to_quat',
-           'quat_multiply', 'Localised', 'Localiser', 'PosedGaussians', 'pose_gaussians', 'place_template']
+           'quat_multiply', 'MeshPlacement', 'barycentric_place', 'Localised', 'Localiser', 'pose_gaussians',
+           'place_template']
 
 # %% ../nbs/04_localise.ipynb #12e67576
 import math
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from fastcore.basics import patch
 
 from .template import GaussianTemplate
+from .gaussians import Gaussians
 
 # %% ../nbs/04_localise.ipynb #1edc185f
 def look_at(eye: Tensor, # [..., 3] camera centre, world frame, metres
@@ -101,15 +104,42 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
                         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
-# %% ../nbs/04_localise.ipynb #08d109a4
+# %% ../nbs/04_localise.ipynb #276c6e45
 @dataclass
-class Localised:
-    "Every Gaussian located on the posed body, in one camera."
-    x3d: Tensor  # [B, N, 3] camera-frame centres, metres
-    x2d: Tensor  # [B, N, 2] pixel coordinates (gsplat convention)
-    depth: Tensor  # [B, N] camera-frame z, metres
+class MeshPlacement:
+    "Points at barycentric positions on a posed mesh, and the frames of its faces."
+    centres: Tensor  # [B, N, 3] points, the mesh's frame, metres
     frames: Tensor  # [B, F, 3, 3] face frames (columns tangent, bitangent, normal)
     face_scale: Tensor  # [B, F] sqrt(posed area / rest area)
+
+def barycentric_place(vertices: Tensor, # [B, V, 3] posed mesh, metres
+                      faces: Tensor, # [F, 3] vertex indices (long)
+                      face_idx: Tensor, # [N] parent face of each point (long)
+                      bary: Tensor, # [N, 3] barycentric weights, rows sum to 1
+                      rest_area: Tensor, # [F] face areas on the rest mesh, m^2 (> 0)
+                      k: int | None = None, # points per face when face_idx = repeat(arange(F), k) and the
+                                            # barycentrics repeat per face: a product instead of a gather
+                     ) -> MeshPlacement:
+    "Barycentric points on a posed mesh, with the frame and area change of every face."
+    B = vertices.shape[0]
+    fv = vertices[:, faces]  # [B, F, 3, 3]
+    frames, area = face_frames(fv)
+    if k is not None:
+        centres = torch.einsum("kc,bfcd->bfkd", bary[:k].to(fv.dtype), fv).reshape(B, -1, 3)
+    else:
+        centres = (vertices[:, faces[face_idx]] * bary.to(fv.dtype)[None, :, :, None]).sum(2)
+    return MeshPlacement(centres=centres, frames=frames, face_scale=(area / rest_area.to(area.dtype)).sqrt())
+
+# %% ../nbs/04_localise.ipynb #08d109a4
+@dataclass
+class Localised(MeshPlacement):
+    "Every Gaussian located on the posed body, in one camera."
+    x2d: Tensor  # [B, N, 2] pixel coordinates (gsplat convention)
+    depth: Tensor  # [B, N] camera-frame z, metres
+
+    @property
+    def x3d(self) -> Tensor:  # [B, N, 3] camera-frame centres, metres
+        return self.centres
 
 class Localiser(nn.Module):
     "Barycentric placement, projection and face frames for a template's Gaussians."
@@ -125,73 +155,81 @@ class Localiser(nn.Module):
         fv = t.rest_vertices.float()[t.faces]
         self.register_buffer("rest_area", face_frames(fv)[1].clamp_min(1e-12))
         k, F = t.k, t.num_faces
-        self.regular = bool(t.face_idx.numel() == k * F
-                            and torch.equal(t.face_idx, torch.arange(F).repeat_interleave(k))
+        self.regular = bool(t.face_idx.numel() == k * F  # every tensor on the template's device
+                            and torch.equal(t.face_idx, torch.arange(F, device=t.face_idx.device).repeat_interleave(k))
                             and torch.equal(t.bary.reshape(F, k, 3), t.bary[:k].expand(F, k, 3)))
-        self.register_buffer("bary_k", t.bary[:k].float().clone())
+        self.k = int(k)
+        self.register_buffer("bary_k", t.bary[:k].float().clone())  # unused by placement; checkpoints hold it
 
-    def check_inputs(self, vertices: Tensor, K: Tensor):
-        "Raise ValueError naming the argument and its shape when inputs are malformed or non-finite."
-        if vertices.dim() != 3 or vertices.shape[1:] != (self.num_vertices, 3):
-            raise ValueError(f"vertices must have shape [B, {self.num_vertices}, 3] (camera frame, metres), "
-                             f"got {list(vertices.shape)}")
-        if K.shape not in ((3, 3), (vertices.shape[0], 3, 3), (1, 3, 3)):
-            raise ValueError(f"K must have shape [B, 3, 3] or [3, 3] with B = {vertices.shape[0]}, got {list(K.shape)}")
-        if not torch.isfinite(vertices).all():
-            bad = (~torch.isfinite(vertices)).any(-1).nonzero()[:3].tolist()
-            raise ValueError(f"vertices contain NaN or inf (first [batch, vertex] entries: {bad})")
-        if not torch.isfinite(K).all(): raise ValueError("K contains NaN or inf")
+# %% ../nbs/04_localise.ipynb #0c6bfa03
+@patch
+def check_vertices(self: Localiser, vertices: Tensor):
+    "Raise ValueError naming the shape, or the first non-finite entries, of malformed vertices."
+    if vertices.dim() != 3 or vertices.shape[1:] != (self.num_vertices, 3):
+        raise ValueError(f"vertices must have shape [B, {self.num_vertices}, 3] (camera frame, metres), "
+                         f"got {list(vertices.shape)}")
+    if not torch.isfinite(vertices).all():
+        bad = (~torch.isfinite(vertices)).any(-1).nonzero()[:3].tolist()
+        raise ValueError(f"vertices contain NaN or inf (first [batch, vertex] entries: {bad})")
 
-    def forward(self, vertices: Tensor, # [B, V, 3] posed vertices, camera frame, metres
-                K: Tensor, # [B, 3, 3] or [3, 3] intrinsics, pixels
-                check: bool = True, # validate shapes and finiteness (a host sync); off in tight loops
-               ) -> Localised:
-        if check: self.check_inputs(vertices, K)
-        if vertices.dtype in (torch.float16, torch.bfloat16): vertices = vertices.float()
-        K = K.to(vertices.dtype)
-        B = vertices.shape[0]
-        fv = vertices[:, self.faces]  # [B, F, 3, 3]
-        frames, area = face_frames(fv)
-        if self.regular:
-            x3d = torch.einsum("kc,bfcd->bfkd", self.bary_k.to(fv.dtype), fv).reshape(B, -1, 3)
-        else:
-            x3d = (vertices[:, self.gauss_vid] * self.bary.to(fv.dtype)[None, :, :, None]).sum(2)
-        x2d = project(x3d, K if K.dim() == 3 else K[None])
-        return Localised(x3d=x3d, x2d=x2d, depth=x3d[..., 2], frames=frames,
-                         face_scale=(area / self.rest_area.to(area.dtype)).sqrt())
+@patch
+def check_inputs(self: Localiser, vertices: Tensor, K: Tensor):
+    "Raise ValueError naming the argument and its shape when inputs are malformed or non-finite."
+    self.check_vertices(vertices)
+    if K.shape not in ((3, 3), (vertices.shape[0], 3, 3), (1, 3, 3)):
+        raise ValueError(f"K must have shape [B, 3, 3] or [3, 3] with B = {vertices.shape[0]}, got {list(K.shape)}")
+    if not torch.isfinite(K).all(): raise ValueError("K contains NaN or inf")
+
+# %% ../nbs/04_localise.ipynb #7017cf95
+@patch
+def place(self: Localiser, vertices: Tensor, # [B, V, 3] posed vertices, any frame, metres
+          check: bool = True, # validate shape and finiteness (a host sync)
+         ) -> MeshPlacement:  # in the vertices' frame
+    "Centres and face frames on the posed mesh (no camera)."
+    if check: self.check_vertices(vertices)
+    if vertices.dtype in (torch.float16, torch.bfloat16): vertices = vertices.float()
+    return barycentric_place(vertices, self.faces, self.face_idx, self.bary, self.rest_area,
+                             k=self.k if self.regular else None)
+
+@patch
+def forward(self: Localiser, vertices: Tensor, # [B, V, 3] posed vertices, camera frame, metres
+            K: Tensor, # [B, 3, 3] or [3, 3] intrinsics, pixels
+            check: bool = True, # validate shapes and finiteness (a host sync); off in tight loops
+           ) -> Localised:
+    if check: self.check_inputs(vertices, K)
+    pl = self.place(vertices, check=False)
+    K = K.to(pl.centres.dtype)
+    x2d = project(pl.centres, K if K.dim() == 3 else K[None])
+    return Localised(centres=pl.centres, frames=pl.frames, face_scale=pl.face_scale, x2d=x2d, depth=pl.centres[..., 2])
 
 # %% ../nbs/04_localise.ipynb #9ab4a80c
-@dataclass
-class PosedGaussians:
-    "Gaussians in the camera (or world) frame, ready for rendering."
-    means: Tensor  # [B, N, 3] metres
-    quats: Tensor  # [B, N, 4] wxyz, unit
-    scales: Tensor  # [B, N, 3] metres, > 0
-
-def pose_gaussians(loc: Localised, # localisation on the posed body
+def pose_gaussians(placed: MeshPlacement, # centres and face frames on the posed body (`Localised` is one)
                    face_idx: Tensor, # [N] parent face per Gaussian
                    rotation: Tensor, # [N, 4] or [B, N, 4] wxyz in the face frame
                    scale: Tensor, # [N, 3] or [B, N, 3] metres in the face frame
+                   opacities: Tensor, # [N] or [B, N] in (0, 1)
+                   sh: Tensor, # [N, K, 3] or [B, N, K, 3] SH coefficients
                    offset: Tensor | None = None, # [B, N] metres along the face normal
-                  ) -> PosedGaussians:
+                  ) -> Gaussians:  # [B, N, ...] in the placement's frame
     "Carry face-local rotations and scales through the posed face frames."
-    fq = matrix_to_quat(loc.frames)[:, face_idx]  # [B, N, 4]
+    fq = matrix_to_quat(placed.frames)[:, face_idx]  # [B, N, 4]
     quats = quat_multiply(fq, nn.functional.normalize(rotation.to(fq.dtype), dim=-1).expand_as(fq))
-    scales = scale.to(fq.dtype) * loc.face_scale[:, face_idx, None]
-    means = loc.x3d
-    if offset is not None: means = means + offset[..., None] * loc.frames[:, face_idx, :, 2]
-    return PosedGaussians(means=means, quats=quats, scales=scales)
+    scales = scale.to(fq.dtype) * placed.face_scale[:, face_idx, None]
+    means = placed.centres
+    if offset is not None: means = means + offset[..., None] * placed.frames[:, face_idx, :, 2]
+    B, N = means.shape[:2]
+    return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities.expand(B, N),
+                     sh=sh.expand(B, *sh.shape[-3:]))
 
 # %% ../nbs/04_localise.ipynb #8b54e2e8
 def place_template(t: GaussianTemplate, # template (canonical attributes in face frames)
                    vertices: Tensor | None = None, # [B, V, 3] or [V, 3] mesh, metres; None = the rest mesh
-                  ) -> PosedGaussians:
+                  ) -> Gaussians:  # [B, N, ...] or [N, ...] with the template's opacities and colours
     "A template's Gaussians on a mesh of its topology, in the mesh's frame."
     v = t.rest_vertices if vertices is None else vertices
     single = v.dim() == 2
     v = v[None] if single else v
     loc = Localiser(t).to(v.device)
-    loc_out = loc(v, torch.eye(3, dtype=v.dtype, device=v.device), check=False)  # x2d unused
-    pg = pose_gaussians(loc_out, loc.face_idx, t.rotation.to(v.device), t.scale.to(v.device))
-    if single: pg = PosedGaussians(pg.means[0], pg.quats[0], pg.scales[0])
-    return pg
+    dev = lambda x: x.to(v.device)
+    g = pose_gaussians(loc.place(v, check=False), loc.face_idx, dev(t.rotation), dev(t.scale), dev(t.opacity), dev(t.sh))
+    return g[0] if single else g

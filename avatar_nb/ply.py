@@ -7,8 +7,8 @@ __all__ = ['Splats', 'flip_yz', 'ply_property_names', 'save_ply', 'load_ply', 's
 
 # %% ../nbs/06_ply.ipynb #640ec3ca
 import math
+import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -18,28 +18,10 @@ from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseErr
 from torch import Tensor
 
 from .files import atomic_write
+from .gaussians import Gaussians
 
 # %% ../nbs/06_ply.ipynb #535ef152
-@dataclass
-class Splats:
-    "N Gaussians as a viewer draws them: activated attributes and SH colour coefficients."
-    means: Tensor  # [N, 3] centres, metres
-    quats: Tensor  # [N, 4] rotations, wxyz, unit
-    scales: Tensor  # [N, 3] standard deviations along the rotated axes, metres, > 0
-    opacities: Tensor  # [N] in (0, 1)
-    sh: Tensor  # [N, K, 3] SH coefficients (gsplat basis order), K = (sh_degree+1)^2; K=1 is DC only
-
-    @property
-    def num_gaussians(self) -> int: return int(self.means.shape[0])
-
-    @property
-    def sh_degree(self) -> int:
-        "SH degree d (0..3) from K = (d+1)^2 coefficients."
-        K = int(self.sh.shape[1]) if self.sh.dim() == 3 else -1
-        if K not in (1, 4, 9, 16):
-            raise ValueError(f"splats.sh must have shape [N, K, 3] with K = (d+1)^2 in (1, 4, 9, 16), "
-                             f"got {list(self.sh.shape)}")
-        return math.isqrt(K) - 1
+Splats = Gaussians  # the same class, under the name files and viewers use
 
 # %% ../nbs/06_ply.ipynb #80627008
 # sign of each basis function under (x, y, z) -> (x, -y, -z), gsplat's real-SH order, degrees 0..3

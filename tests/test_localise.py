@@ -1,6 +1,7 @@
 "Localisation on the real Anny mesh against a direct per-Gaussian computation."
 import math
 
+import pytest
 import torch
 
 from avatar_nb.body import anny_bone
@@ -31,6 +32,19 @@ def test_against_direct_computation(anny_body):
             n = torch.linalg.cross(bb - a, c - a)
             torch.testing.assert_close(loc.frames[b, f, :, 2], n / n.norm(), atol=1e-4, rtol=0)
     # the posed Gaussian's third axis is its face normal (identity local rotation)
-    pg = pose_gaussians(loc, t.face_idx, t.rotation, t.scale)
+    pg = pose_gaussians(loc, t.face_idx, t.rotation, t.scale, t.opacity, t.sh)
     R = quat_to_matrix(pg.quats[1, idx])
     torch.testing.assert_close(R[..., 2], loc.frames[1, t.face_idx[idx], :, 2], atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_localiser_follows_a_cuda_template():
+    "A template on the GPU gives a Localiser on the GPU that places and projects as the CPU one does."
+    t = build_template(TemplateConfig(mode="test", k=3, sh_degree=1))
+    cpu, gpu = Localiser(t), Localiser(t.to("cuda"))
+    assert gpu.regular == cpu.regular and gpu.faces.is_cuda and gpu.rest_area.is_cuda
+    v = transform_points(look_at(torch.tensor([0.3, 0.8, 3.0]), torch.tensor([0.0, 0.8, 0.0])), t.rest_vertices.float())[None]
+    K = intrinsics(64, 64)
+    a, b = cpu(v, K), gpu(v.cuda(), K.cuda())
+    torch.testing.assert_close(b.x2d.cpu(), a.x2d, atol=1e-4, rtol=0)
+    torch.testing.assert_close(b.frames.cpu(), a.frames, atol=1e-5, rtol=0)
