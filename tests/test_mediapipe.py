@@ -116,3 +116,21 @@ def test_astronaut_unseen_legs_are_low_confidence(tmp_path):
     assert pf is not None
     assert pf.visibility[[11, 12]].min() > 0.8  # shoulders seen
     assert pf.visibility[25:33].max() < 0.5  # knees, ankles, heels, feet: unseen
+
+
+@need_messi
+def test_cli_video(tmp_path):
+    "A video file: frames read, tracked, fitted as one smooth sequence, written with their indices as names."
+    import imageio.v3 as iio
+    from avatar_nb.data import load_dataset_index
+    rgb = messi()[:336, :544]  # even sides for the encoder
+    frames = np.stack([np.roll(rgb, 2 * i, axis=1) for i in range(4)])
+    video = tmp_path / "clip.mp4"
+    iio.imwrite(video, frames, fps=25)
+    out = tmp_path / "vid"
+    r = run_py("-m", "avatar_nb", "preprocess", "--pose", "mediapipe", "--video", str(video), "--out", str(out),
+               "--iterations", "10", "--max-frames", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    idx = load_dataset_index(out)
+    assert list(idx.frames) == ["000000", "000001", "000002"]
+    assert idx.meta["preprocess"]["video"] == str(video) and len(idx.meta["residual_px"]) == 3
