@@ -6,8 +6,7 @@
 __all__ = ['KEYPOINTS', 'BLAZE_INDEX', 'FLIP', 'FIT_BONES', 'KNEES', 'AnnyFitModel', 'FitConfig', 'BodyFit', 'silhouette_targets',
            'fit_anny']
 
-# %% ../nbs/10b_bodyfit.ipynb #6b1ebdcd
-import math
+# %% ../nbs/10b_bodyfit.ipynb #a499ca2f
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .body import ANNY_TO_BODY, AnnyBody, anny_bone, axis_angle_to_matrix
-from .localise import intrinsics, project
+from .localise import project
 
-# %% ../nbs/10b_bodyfit.ipynb #7f6a9e69
+# %% ../nbs/10b_bodyfit.ipynb #8d38e7c7
 # fitted keypoints: Anny's regressed COCO points (and heels, big toes) and the BlazePose landmark that matches each
 KEYPOINTS = (("nose", 0), ("left_eye", 2), ("right_eye", 5), ("left_ear", 7), ("right_ear", 8),
              ("left_shoulder", 11), ("right_shoulder", 12), ("left_elbow", 13), ("right_elbow", 14),
@@ -80,7 +79,7 @@ class AnnyFitModel(nn.Module):
             out.append(self.body(pose=p, phenotype=phenotype[None].expand(len(p), -1), transl=transl[s:s + chunk]).vertices)
         return torch.cat(out)
 
-# %% ../nbs/10b_bodyfit.ipynb #6b94e1c1
+# %% ../nbs/10b_bodyfit.ipynb #3aa0b7f7
 # optimised bones and soft limits per body axis (degrees: x flexion, y twist about the bone's up axis, z sideways)
 FIT_BONES = {"spine03": (40, 30, 30), "spine01": (40, 30, 30), "neck01": (45, 60, 40), "head": (45, 60, 40),
              "upperarm01.L": (150, 90, 150), "upperarm01.R": (150, 90, 150), "lowerarm01.L": (150, 90, 150),
@@ -116,7 +115,7 @@ class BodyFit:
     seconds: float = 0.0
     losses: list = field(default_factory=list)  # total loss per step
 
-# %% ../nbs/10b_bodyfit.ipynb #a575c671
+# %% ../nbs/10b_bodyfit.ipynb #d0a29f62
 def _kabsch(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
     "Rotations R [T, 3, 3] minimising sum w |R a - b|^2 for centred a, b [T, N, 3], weights w [T, N]."
     H = (a * w[..., None]).transpose(1, 2) @ b
@@ -146,7 +145,7 @@ def silhouette_targets(masks: list, # [H, W] float soft masks in [0, 1]
         pix.append(np.stack([(xs[k] + 0.5) * W / w, (ys[k] + 0.5) * H / h], -1))
     return torch.tensor(np.stack(dist), dtype=torch.float32)[:, None], torch.tensor(np.stack(pix), dtype=torch.float32)
 
-# %% ../nbs/10b_bodyfit.ipynb #580abd6a
+# %% ../nbs/10b_bodyfit.ipynb #4349e8b4
 def _assemble(root: Tensor, bones: Tensor, ids: Tensor, J: int) -> Tensor:
     "Anny pose [T, J, 3] from the root and bone rotations in body axes."
     A = ANNY_TO_BODY.to(root)

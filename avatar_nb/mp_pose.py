@@ -6,19 +6,19 @@
 __all__ = ['BUNDLE_NAME', 'BLAZEPOSE', 'MESSI', 'IMAGE_EXTS', 'pose_bundle_path', 'import_mediapipe', 'PoseFrame', 'PoseDetector',
            'read_image', 'person_crop', 'iter_frames', 'SequencePoses', 'detect_frames', 'exif_focal_px', 'check_fov']
 
-# %% ../nbs/10a_mediapipe.ipynb #2650bf2c
+# %% ../nbs/10a_mediapipe.ipynb #b8403562
 import contextlib
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
-# %% ../nbs/10a_mediapipe.ipynb #cbf469ab
+# %% ../nbs/10a_mediapipe.ipynb #6c6472c9
 BUNDLE_NAME = "pose_landmarker_full.task"
 BLAZEPOSE = ("nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
              "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
@@ -48,7 +48,7 @@ def import_mediapipe():
                           'pip install "avatar_nb[mediapipe]" (or pip install "mediapipe>=1.2,<2")') from e
     return mediapipe
 
-# %% ../nbs/10a_mediapipe.ipynb #674e3b4c
+# %% ../nbs/10a_mediapipe.ipynb #9127a3c1
 @contextlib.contextmanager
 def _quiet_native(on: bool = True):
     "Silence native writes to stderr (fd 2) for the duration."
@@ -75,7 +75,7 @@ class PoseFrame:
     @property
     def mask_area(self) -> float: return float(self.mask.sum())
 
-# %% ../nbs/10a_mediapipe.ipynb #97c7da1b
+# %% ../nbs/10a_mediapipe.ipynb #6d113c2f
 class PoseDetector:
     "MediaPipe's pose landmarker on the shipped bundle; use as a context manager (or call close())."
 
@@ -136,7 +136,7 @@ class PoseDetector:
         return PoseFrame(keypoints=kp, visibility=vis, world=np.array([[l.x, l.y, l.z] for l in wl], np.float32),
                          mask=mask, box=box, people=len(cands), cut=bool((~inside[body]).any()))
 
-# %% ../nbs/10a_mediapipe.ipynb #177cbe53
+# %% ../nbs/10a_mediapipe.ipynb #844e5978
 MESSI = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -147,7 +147,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except Exception as e:
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
-# %% ../nbs/10a_mediapipe.ipynb #c721c229
+# %% ../nbs/10a_mediapipe.ipynb #18642aa0
 def person_crop(box: tuple, # (x0, y0, x1, y1) pixels
                 width: int, height: int, # image size
                 margin: float = 0.15, # added on every side, as a share of the box's larger side
@@ -161,7 +161,7 @@ def person_crop(box: tuple, # (x0, y0, x1, y1) pixels
     b = int(round(min(max(cy - side / 2, 0), max(height - side, 0))))
     return (a, b, a + side, b + side)
 
-# %% ../nbs/10a_mediapipe.ipynb #70f54561
+# %% ../nbs/10a_mediapipe.ipynb #f3a3d294
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 def iter_frames(images: str | Path | None = None, # folder of images, sorted by name
@@ -198,7 +198,7 @@ def iter_frames(images: str | Path | None = None, # folder of images, sorted by 
                          "pass max_frames to keep the frames before it") from None
     if kept == 0: raise ValueError(f"video {path} has no frames")
 
-# %% ../nbs/10a_mediapipe.ipynb #fce5c1a0
+# %% ../nbs/10a_mediapipe.ipynb #7b340646
 @dataclass
 class SequencePoses:
     "Every kept frame's person, and what was skipped."
@@ -243,7 +243,7 @@ def detect_frames(frames, # iterable of (name, RGB or error, source), as iter_fr
     out.seconds = time.time() - t0
     return out
 
-# %% ../nbs/10a_mediapipe.ipynb #4fdeded9
+# %% ../nbs/10a_mediapipe.ipynb #fe71c932
 def exif_focal_px(path: str | Path, width: int, height: int) -> float | None:
     "Focal length in pixels from EXIF FocalLengthIn35mmFilm, or None."
     try:

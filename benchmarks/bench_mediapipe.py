@@ -11,7 +11,6 @@ alignment), mask IoU (MediaPipe's mask > 0.5, and the fitted body's silhouette, 
 """
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +91,7 @@ def main():
     groups = {}
     for es in idx.splits.values():
         for f, c in es: groups.setdefault("mono" if c.startswith("mono") else c, []).append((f, c))
-    print(f"| camera | frames | found | 2D keypoints px | vertex cm | vertex cm aligned | mask IoU | fitted IoU (precision, recall) | residual px |")
+    print("| camera | frames | found | 2D keypoints px | vertex cm | vertex cm aligned | mask IoU | fitted IoU (precision, recall) | residual px |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in sorted(groups) if not a.speed_only else []:
         if a.cameras and name not in a.cameras: continue

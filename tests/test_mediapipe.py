@@ -1,5 +1,4 @@
 "MediaPipe pose + masks + the Anny fit as a user runs them: real photos, and every kind of bad input."
-import json
 from pathlib import Path
 
 import numpy as np
