@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MediapipePreprocessConfig', 'preprocess_mediapipe']
 
-# %% ../nbs/10c_mp_preprocess.ipynb #91a746c3
+# %% ../nbs/10c_mp_preprocess.ipynb #6e120db1
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import torch
 from .bodyfit import BLAZE_INDEX, KEYPOINTS, AnnyFitModel, FitConfig, fit_anny
 from .localise import intrinsics
 
-# %% ../nbs/10c_mp_preprocess.ipynb #cfbd0871
+# %% ../nbs/10c_mp_preprocess.ipynb #485e25fa
 @dataclass
 class MediapipePreprocessConfig:
     "Settings of `avatar_nb preprocess --pose mediapipe`."
@@ -32,30 +32,21 @@ class MediapipePreprocessConfig:
 
 def _write_dataset(out: Path, images: dict, masks: dict, cameras: dict, bodies: dict, splits: dict, meta: dict,
                    extras: dict, overwrite: bool):
-    "Write a dataset folder atomically: built beside `out`, swapped in whole."
-    import json, os, shutil, tempfile
+    "Write a dataset folder whole or not at all (`avatar_nb.files.atomic_folder`)."
+    import json
     from PIL import Image
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        for (f, c), a in images.items():
-            (tmp / "images" / c).mkdir(parents=True, exist_ok=True); Image.fromarray(a).save(tmp / "images" / c / f"{f}.png")
-        for (f, c), a in masks.items():
-            (tmp / "masks" / c).mkdir(parents=True, exist_ok=True); Image.fromarray(a).save(tmp / "masks" / c / f"{f}.png")
+    from avatar_nb.files import atomic_folder
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        for sub, arrays in (("images", images), ("masks", masks)):
+            for (f, c), a in arrays.items():
+                (tmp / sub / c).mkdir(parents=True, exist_ok=True); Image.fromarray(a).save(tmp / sub / c / f"{f}.png")
         np.savez(tmp / "bodies.npz", **bodies)
         for name, arrays in extras.items(): np.savez(tmp / name, **arrays)
         (tmp / "cameras.json").write_text(json.dumps(cameras, indent=1))
         (tmp / "splits.json").write_text(json.dumps(splits))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        old = out.with_name(f".{out.name}.old-{os.getpid()}") if out.exists() else None
-        if old is not None: os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None: shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
-# %% ../nbs/10c_mp_preprocess.ipynb #1da04db3
+# %% ../nbs/10c_mp_preprocess.ipynb #18691e10
 def preprocess_mediapipe(cfg: MediapipePreprocessConfig) -> dict:
     "Frames -> MediaPipe pose and masks -> one fitted Anny body -> a dataset (`source: mediapipe+anny`); returns a report."
     from pathlib import Path
