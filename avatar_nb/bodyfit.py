@@ -6,7 +6,7 @@
 __all__ = ['KEYPOINTS', 'BLAZE_INDEX', 'FLIP', 'FIT_BONES', 'KNEES', 'AnnyFitModel', 'FitConfig', 'BodyFit', 'silhouette_targets',
            'fit_anny']
 
-# %% ../nbs/10b_bodyfit.ipynb #a499ca2f
+# %% ../nbs/10b_bodyfit.ipynb #2f0c2a71
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .body import ANNY_TO_BODY, AnnyBody, anny_bone, axis_angle_to_matrix
 from .localise import project
 
-# %% ../nbs/10b_bodyfit.ipynb #8d38e7c7
+# %% ../nbs/10b_bodyfit.ipynb #2c396147
 # fitted keypoints: Anny's regressed COCO points (and heels, big toes) and the BlazePose landmark that matches each
 KEYPOINTS = (("nose", 0), ("left_eye", 2), ("right_eye", 5), ("left_ear", 7), ("right_ear", 8),
              ("left_shoulder", 11), ("right_shoulder", 12), ("left_elbow", 13), ("right_elbow", 14),
@@ -79,7 +79,7 @@ class AnnyFitModel(nn.Module):
             out.append(self.body(pose=p, phenotype=phenotype[None].expand(len(p), -1), transl=transl[s:s + chunk]).vertices)
         return torch.cat(out)
 
-# %% ../nbs/10b_bodyfit.ipynb #3aa0b7f7
+# %% ../nbs/10b_bodyfit.ipynb #77be57ed
 # optimised bones and soft limits per body axis (degrees: x flexion, y twist about the bone's up axis, z sideways)
 FIT_BONES = {"spine03": (40, 30, 30), "spine01": (40, 30, 30), "neck01": (45, 60, 40), "head": (45, 60, 40),
              "upperarm01.L": (150, 90, 150), "upperarm01.R": (150, 90, 150), "lowerarm01.L": (150, 90, 150),
@@ -90,7 +90,7 @@ KNEES = ("lowerleg01.L", "lowerleg01.R")  # knees bend one way: x in [-5, 160] d
 @dataclass
 class FitConfig:
     "Weights and steps of the Anny fit."
-    iterations: int = 80  # Adam steps on pose, root, translation and phenotype (after a closed-form start)
+    iterations: int = 60  # Adam steps on pose, root, translation and phenotype (after a closed-form start)
     lr: float = 0.03  # Adam learning rate
     w_2d: float = 1.0  # visibility-weighted keypoint reprojection (robust, in units of the person's height)
     w_3d: float = 0.3  # metric 3D landmarks (hip-centred, camera axes) as a prior
@@ -115,7 +115,7 @@ class BodyFit:
     seconds: float = 0.0
     losses: list = field(default_factory=list)  # total loss per step
 
-# %% ../nbs/10b_bodyfit.ipynb #d0a29f62
+# %% ../nbs/10b_bodyfit.ipynb #e7f47e75
 def _kabsch(a: Tensor, b: Tensor, w: Tensor) -> Tensor:
     "Rotations R [T, 3, 3] minimising sum w |R a - b|^2 for centred a, b [T, N, 3], weights w [T, N]."
     H = (a * w[..., None]).transpose(1, 2) @ b
@@ -145,7 +145,7 @@ def silhouette_targets(masks: list, # [H, W] float soft masks in [0, 1]
         pix.append(np.stack([(xs[k] + 0.5) * W / w, (ys[k] + 0.5) * H / h], -1))
     return torch.tensor(np.stack(dist), dtype=torch.float32)[:, None], torch.tensor(np.stack(pix), dtype=torch.float32)
 
-# %% ../nbs/10b_bodyfit.ipynb #4349e8b4
+# %% ../nbs/10b_bodyfit.ipynb #b7918f65
 def _assemble(root: Tensor, bones: Tensor, ids: Tensor, J: int) -> Tensor:
     "Anny pose [T, J, 3] from the root and bone rotations in body axes."
     A = ANNY_TO_BODY.to(root)

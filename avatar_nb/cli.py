@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--video", default=None, help="a video file instead of --images (--pose mediapipe)")
     pp.add_argument("--out", required=True, help="dataset folder to write")
     pp.add_argument("--nlf", default=None, help="NLF TorchScript checkpoint (--pose nlf)")
-    pp.add_argument("--iterations", type=int, default=80, help="body-fit steps (--pose mediapipe)")
+    pp.add_argument("--iterations", type=int, default=60, help="body-fit steps (--pose mediapipe)")
     pp.add_argument("--max-frames", type=int, default=None, help="at most this many frames (--pose mediapipe)")
     pp.add_argument("--masks", default=None, help="folder of masks named like the frames")
     pp.add_argument("--person", choices=["best", "all"], default="best", help="highest-scoring person, or everyone")

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MediapipePreprocessConfig', 'preprocess_mediapipe']
 
-# %% ../nbs/10c_mp_preprocess.ipynb #6e120db1
+# %% ../nbs/10c_mp_preprocess.ipynb #0734cbef
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import torch
 from .bodyfit import BLAZE_INDEX, KEYPOINTS, AnnyFitModel, FitConfig, fit_anny
 from .localise import intrinsics
 
-# %% ../nbs/10c_mp_preprocess.ipynb #485e25fa
+# %% ../nbs/10c_mp_preprocess.ipynb #f9a81680
 @dataclass
 class MediapipePreprocessConfig:
     "Settings of `avatar_nb preprocess --pose mediapipe`."
@@ -25,7 +25,7 @@ class MediapipePreprocessConfig:
     fov_degrees: float = 55.0  # camera field of view across the larger side (EXIF 35 mm focal length wins when present)
     every: int = 1  # keep every n-th frame
     max_frames: int | None = None  # at most this many frames
-    iterations: int = 80  # body-fit steps
+    iterations: int = 60  # body-fit steps
     test_every: int = 10  # every n-th kept frame is a held-out test pose (0: none)
     device: str = "cpu"  # where the body fit runs
     overwrite: bool = False  # replace an existing dataset at `out`
@@ -46,7 +46,7 @@ def _write_dataset(out: Path, images: dict, masks: dict, cameras: dict, bodies: 
         (tmp / "splits.json").write_text(json.dumps(splits))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
-# %% ../nbs/10c_mp_preprocess.ipynb #18691e10
+# %% ../nbs/10c_mp_preprocess.ipynb #2bd220f0
 def preprocess_mediapipe(cfg: MediapipePreprocessConfig) -> dict:
     "Frames -> MediaPipe pose and masks -> one fitted Anny body -> a dataset (`source: mediapipe+anny`); returns a report."
     from pathlib import Path
