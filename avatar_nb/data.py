@@ -4,28 +4,27 @@
 
 # %% auto #0
 __all__ = ['FORMAT', 'VERSION', 'BODY_PARAMS', 'DatasetError', 'Camera', 'DatasetIndex', 'check_bodies', 'check_entry',
-           'check_files', 'load_dataset_index', 'mesh_raster', 'write_tiny_dataset']
+           'check_files', 'load_dataset_index', 'write_dataset', 'mesh_raster', 'write_tiny_dataset']
 
 # %% ../nbs/08_data.ipynb #385359f1
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from .body import SMPL_PARAMS, SMPLX_PARAMS
+
 # %% ../nbs/08_data.ipynb #a001dfbc
 FORMAT, VERSION = "avatar_nb-dataset", 1
 # per-frame shapes of each body model's parameters in bodies.npz (None: any size)
 BODY_PARAMS = {"anny": {"pose": (None, 3), "phenotype": (None,), "transl": (3,)},
-               "smplx": {"global_orient": (3,), "body_pose": (63,), "jaw_pose": (3,), "leye_pose": (3,),
-                         "reye_pose": (3,), "left_hand_pose": (45,), "right_hand_pose": (45,), "betas": (None,),
-                         "expression": (None,), "transl": (3,)},
-               "smpl": {"global_orient": (3,), "body_pose": (69,), "betas": (None,), "transl": (3,)}}
+               "smplx": {k: (n,) for k, n in SMPLX_PARAMS.items()}, "smpl": {k: (n,) for k, n in SMPL_PARAMS.items()}}
 
 class DatasetError(ValueError):
     "A dataset file or entry is missing, unreadable or inconsistent; the message names it."
@@ -208,6 +207,69 @@ def load_dataset_index(root: str | Path, # dataset folder (meta.json, cameras.js
     index = DatasetIndex(root, meta, cameras, frames, identity, params, vertices, splits, files)
     return check_files(index, on_error) if check else index
 
+# %% ../nbs/08_data.ipynb #bf4c49de
+def _camera_json(name: str, c) -> dict:
+    if isinstance(c, Camera):
+        if c.dist is not None and np.any(np.asarray(c.dist) != 0):
+            raise ValueError(f"camera {name!r} has distortion {list(c.dist)}; the format stores undistorted images "
+                             "(undistort them first)")
+        K, E, W, H = c.K, c.viewmat, c.width, c.height
+    else:
+        try: K, E, W, H = c["K"], c["viewmat"], c["width"], c["height"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"camera {name!r} needs K, viewmat, width and height ({type(e).__name__}: {e})") from None
+    K, E = np.asarray(K, np.float64), np.asarray(E, np.float64)
+    if K.shape != (3, 3) or E.shape != (4, 4):
+        raise ValueError(f"camera {name!r}: K must be [3, 3] and viewmat [4, 4], got {list(K.shape)} and {list(E.shape)}")
+    return {"K": K.tolist(), "viewmat": E.tolist(), "width": int(W), "height": int(H)}
+
+def _body_arrays(bodies: dict) -> dict[str, np.ndarray]:
+    out = {}
+    for k, a in bodies.items():
+        a = np.asarray(a)
+        out[k] = a.astype(str) if k == "frame" else a.astype(np.int64) if k == "identity" else a.astype(np.float32)
+    return out
+
+def write_dataset(root: str | Path, # dataset folder to create
+                  meta: dict, # body_model ("anny"/"smplx"/"smpl"), source, masks ("exact"/"approximate"), provenance
+                  cameras: dict, # name -> Camera, or {"K": [3, 3] pixels, "viewmat": [4, 4] world-to-camera metres, "width", "height"}
+                  bodies: dict, # frame [T] str, identity [T] int, vertices [T, V, 3] world metres (optional), parameters [T, ...] (BODY_PARAMS)
+                  splits: dict, # split name -> [(frame, camera), ...]
+                  views: Iterable, # (frame, camera, rgb [H, W, 3] uint8, mask [H, W] bool, or uint8 > 127 = person)
+                  overwrite: bool = False, # replace an existing non-empty folder
+                 ) -> Path: # root
+    "Write a dataset folder in the project format (atomically), and check it reads back."
+    from avatar_nb.files import atomic_folder
+    root = Path(root)
+    if meta.get("format", FORMAT) != FORMAT or meta.get("version", VERSION) != VERSION:
+        raise ValueError(f"meta names format {meta.get('format')!r} version {meta.get('version')!r}; this writer "
+                         f"writes {FORMAT!r} version {VERSION} (leave both out)")
+    meta = {"format": FORMAT, "version": VERSION} | meta
+    if meta.get("body_model") not in BODY_PARAMS:
+        raise ValueError(f"meta's body_model must be one of {list(BODY_PARAMS)}, got {meta.get('body_model')!r}")
+    cams = {str(n): _camera_json(n, c) for n, c in cameras.items()}
+    arrays = _body_arrays(bodies)
+    check_bodies(arrays, meta["body_model"], "bodies")
+    with atomic_folder(root, overwrite) as tmp:
+        for frame, cam, rgb, mask in views:
+            if cam not in cams: raise ValueError(f"view ({frame!r}, {cam!r}): camera {cam!r} is not in `cameras`")
+            H, W = cams[cam]["height"], cams[cam]["width"]
+            rgb, mask = np.asarray(rgb), np.asarray(mask)
+            if rgb.shape != (H, W, 3) or rgb.dtype != np.uint8 or mask.shape != (H, W):
+                raise ValueError(f"view ({frame!r}, {cam!r}): rgb must be uint8 [{H}, {W}, 3] and mask [{H}, {W}] "
+                                 f"(camera {cam!r} is {W}x{H}), got rgb {rgb.dtype} {list(rgb.shape)}, mask {list(mask.shape)}")
+            if mask.dtype == bool: mask = mask.astype(np.uint8) * 255
+            elif mask.dtype != np.uint8: raise ValueError(f"view ({frame!r}, {cam!r}): mask must be bool or uint8, got {mask.dtype}")
+            for sub, a in (("images", rgb), ("masks", mask)):
+                (tmp / sub / cam).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(a).save(tmp / sub / cam / f"{frame}.png")
+        (tmp / "cameras.json").write_text(json.dumps(cams, indent=1))
+        np.savez(tmp / "bodies.npz", **arrays)
+        (tmp / "splits.json").write_text(json.dumps({s: [[str(f), str(c)] for f, c in es] for s, es in splits.items()}))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        load_dataset_index(tmp)  # raises, naming the file and key, when what was written does not read back
+    return root
+
 # %% ../nbs/08_data.ipynb #40c2f7ea
 def mesh_raster(vertices: Tensor, # [V, 3] world frame, metres
                 faces: Tensor, # [F, 3]
@@ -242,10 +304,9 @@ def write_tiny_dataset(root: str | Path, # folder to create (replaced when it ex
                        fov_degrees: float = 45.0,
                       ) -> Path:
     "A small dataset of the tiny SMPL-layout body in the project format: exact masks, images shaded by depth."
-    import os, shutil, tempfile
     from avatar_nb.body import load_body_model
     from avatar_nb.config import BodyConfig
-    root = Path(root)
+    from avatar_nb.localise import intrinsics, look_at
     body = load_body_model(BodyConfig(model="smpl", model_path=str(model_file)))
     g = torch.Generator().manual_seed(seed)
     p = body.zero_params(n_frames)
@@ -253,39 +314,23 @@ def write_tiny_dataset(root: str | Path, # folder to create (replaced when it ex
     p["transl"][:, 0] = 0.1 * torch.arange(n_frames)
     with torch.no_grad(): verts = body(**p).vertices
     frames = [f"{i:06d}" for i in range(n_frames)]
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
-        _write_tiny(tmp, body, p, verts, frames, cameras, width, height, fov_degrees, seed, n_frames)
-        old = root.with_name(f".{root.name}.old-{os.getpid()}") if root.exists() else None
-        if old is not None: os.replace(root, old)  # the old dataset stays whole until the new one is in place
-        os.replace(tmp, root)
-        if old is not None: shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
-
-def _write_tiny(tmp, body, p, verts, frames, cameras, width, height, fov_degrees, seed, n_frames):
-    from avatar_nb.localise import intrinsics, look_at
-    cams, rows = {}, torch.arange(height)[:, None] / height
+    cams = {}
     for name, azimuth in cameras:
         a = math.radians(azimuth)
         E = look_at(torch.tensor([3 * math.sin(a), 1.0, 3 * math.cos(a)]), torch.tensor([0.0, 0.85, 0.0]))
-        K = intrinsics(width, height, fov_degrees)
-        cams[name] = {"K": K.tolist(), "viewmat": E.tolist(), "width": width, "height": height}
-        for sub in ("images", "masks"): (tmp / sub / name).mkdir(parents=True)
+        cams[name] = {"K": intrinsics(width, height, fov_degrees), "viewmat": E, "width": width, "height": height}
+    bodies = {"frame": np.array(frames), "identity": np.zeros(n_frames, np.int64), "vertices": verts.numpy(),
+              **{k: v.numpy() for k, v in p.items()}}
+    splits = {"train": [(f, c) for f in frames[:-1] for c, _ in cameras], "test_pose": [(frames[-1], c) for c, _ in cameras]}
+    meta = {"body_model": "smpl", "source": "synthetic", "masks": "exact",
+            "generator": {"tiny": True, "seed": seed, "n_frames": n_frames}}
+    return write_dataset(root, meta, cams, bodies, splits, _tiny_views(body, verts, frames, cams), overwrite=True)
+
+def _tiny_views(body, verts, frames, cams):
+    for name, c in cams.items():
+        rows = torch.arange(c["height"])[:, None] / c["height"]
         for i, f in enumerate(frames):
-            m, d = mesh_raster(verts[i], body.faces, K, E, width, height)
+            m, d = mesh_raster(verts[i], body.faces, c["K"], c["viewmat"], c["width"], c["height"])
             shade = torch.where(m, (4.0 - d).clamp(0, 1), torch.zeros(()))
             rgb = torch.stack([shade, 0.3 + 0.4 * m.float() * rows, 0.8 - shade], -1).clamp(0, 1)
-            Image.fromarray((rgb * 255).byte().numpy()).save(tmp / "images" / name / f"{f}.png")
-            Image.fromarray((m * 255).byte().numpy()).save(tmp / "masks" / name / f"{f}.png")
-    (tmp / "cameras.json").write_text(json.dumps(cams))
-    np.savez(tmp / "bodies.npz", frame=np.array(frames), identity=np.zeros(n_frames, np.int64),
-             vertices=verts.numpy(), **{k: v.numpy() for k, v in p.items()})
-    (tmp / "splits.json").write_text(json.dumps({"train": [[f, c] for f in frames[:-1] for c, _ in cameras],
-                                                 "test_pose": [[frames[-1], c] for c, _ in cameras]}))
-    (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, "body_model": "smpl",
-                                               "source": "synthetic", "masks": "exact",
-                                               "generator": {"tiny": True, "seed": seed, "n_frames": n_frames}}))
+            yield f, name, (rgb * 255).byte().numpy(), (m * 255).byte().numpy()

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['NLF_TAPS', 'EncoderConfig', 'check_images', 'ConvEncoder', 'receptive_field_centre', 'feature_pca_rgb', 'shift_image',
-           'unroll', 'NLFBackboneEncoder', 'write_nlf_backbone_standin', 'build_image_encoder', 'foreground_mask',
-           'IdentityEncoder']
+           'unroll', 'NLFBackboneEncoder', 'write_nlf_backbone_standin', 'build_image_encoder', 'pixel_cells',
+           'foreground_mask', 'IdentityEncoder']
 
 # %% ../nbs/11_encoders.ipynb #b5a93aa4
 import math
@@ -254,6 +254,20 @@ def build_image_encoder(cfg: EncoderConfig, # encoder settings
                          "nlf_checkpoint in a run config) or pass nlf_model=avatar_nb.nlf.load_nlf(path)")
     return NLFBackboneEncoder(nlf_model, cfg.nlf_tap, trainable=cfg.nlf_trainable)
 
+# %% ../nbs/11_encoders.ipynb #00537890
+def pixel_cells(x2d: Tensor, # [B, N, 2] pixel coordinates (project convention)
+                image_hw: tuple[int, int], # (H, W) of the image, pixels
+                grid_hw: tuple[int, int], # (Hg, Wg) cells tiling the image
+                depth: Tensor | None = None, # [B, N] camera-frame z, metres; points with z <= 0 are not ok
+               ) -> tuple[Tensor, Tensor]: # cell [B, N] int64 flat index (0 where not ok), ok [B, N] bool
+    "The grid cell under every point, and whether the point is inside the image (finite, in front)."
+    (H, W), (Hg, Wg) = image_hw, grid_hw
+    u, v = x2d[..., 0] * (Wg / W), x2d[..., 1] * (Hg / H)
+    ok = (u >= 0) & (u < Wg) & (v >= 0) & (v < Hg)  # False for NaN
+    if depth is not None: ok &= depth > 0
+    cell = torch.where(ok, v.floor().clamp(0, Hg - 1) * Wg + u.floor().clamp(0, Wg - 1), torch.zeros_like(u))
+    return cell.long(), ok
+
 # %% ../nbs/11_encoders.ipynb #ec3c1af7
 def foreground_mask(points2d: Tensor, # [B, M, 2] pixel coordinates of the body's points
                     image_hw: tuple[int, int], # (H, W) of the image the points are in, pixels
@@ -263,9 +277,7 @@ def foreground_mask(points2d: Tensor, # [B, M, 2] pixel coordinates of the body'
     if points2d.dim() != 3 or points2d.shape[-1] != 2:
         raise ValueError(f"points2d must have shape [B, M, 2] (pixels), got {list(points2d.shape)}")
     (H, W), (Hf, Wf), B = image_hw, feat_hw, points2d.shape[0]
-    u, v = points2d[..., 0] * (Wf / W), points2d[..., 1] * (Hf / H)
-    ok = (u >= 0) & (u < Wf) & (v >= 0) & (v < Hf)  # False for NaN
-    cell = torch.where(ok, v.floor().clamp(0, Hf - 1) * Wf + u.floor().clamp(0, Wf - 1), torch.zeros_like(u)).long()
+    cell, ok = pixel_cells(points2d, image_hw, feat_hw)
     occ = torch.zeros(B, Hf * Wf, device=points2d.device).scatter_add_(1, cell, ok.float())
     occ = (occ > 0).float().view(B, 1, Hf, Wf)
     closed = -F.max_pool2d(-F.max_pool2d(occ, 3, 1, 1), 3, 1, 1)

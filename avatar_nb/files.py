@@ -6,7 +6,7 @@
 __all__ = ['TEMP_MARKERS', 'is_temp_name', 'atomic_path', 'atomic_write', 'atomic_folder']
 
 # %% ../nbs/01a_files.ipynb #5ea3f4fb
-import os, secrets, shutil, tempfile
+import os, secrets, shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Literal
@@ -18,9 +18,10 @@ def is_temp_name(name: str) -> bool:
     "Whether `name` (a file or folder name, not a path) is a temporary left by `atomic_write` or `atomic_folder`."
     return name.startswith(".") and any(m in name for m in TEMP_MARKERS)
 
-def _temp_file_name(path: Path) -> Path:
-    # the target's suffix stays last, so writers that pick a format from the name (imageio, savefig) still can
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part{path.suffix}")
+def _temp_file_name(path: Path, keep_suffix: bool = False) -> Path:
+    # ends in ".part", so a glob for the target's suffix (`*.ply`) never sees a half-written file; writers that
+    # pick the format from the name (imageio) ask for the suffix to be kept after it
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part{path.suffix if keep_suffix else ''}")
 
 def _fsync_dir(folder: Path):
     try: fd = os.open(folder, os.O_RDONLY)
@@ -32,11 +33,12 @@ def _fsync_dir(folder: Path):
 # %% ../nbs/01a_files.ipynb #fa25d4da
 @contextmanager
 def atomic_path(path: str | Path, # the final file
+                keep_suffix: bool = False, # end the temporary's name with `path`'s suffix (after ".part")
                ) -> Iterator[Path]: # a temporary sibling to write; renamed onto `path` when the block ends cleanly
     "A temporary path beside `path`, fsynced and renamed onto it when the block succeeds; removed when it raises."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_file_name(path)
+    tmp = _temp_file_name(path, keep_suffix)
     try:
         yield tmp
         if not tmp.is_file(): raise FileNotFoundError(f"nothing was written to {tmp} for {path}")
@@ -76,7 +78,8 @@ def atomic_folder(root: str | Path, # the final folder
     root = Path(root)
     _check_folder_target(root, overwrite)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()  # the usual permissions (mkdtemp's would be owner-only)
     try:
         yield tmp
         _check_folder_target(root, overwrite)  # another writer may have filled it meanwhile

@@ -8,7 +8,6 @@ __all__ = ['LUMA', 'person_box', 'int_box', 'crop_intrinsics', 'crop_resize', 'D
 
 # %% ../nbs/08b_pairs.ipynb #1724932a
 import hashlib
-import os
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,12 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import Tensor
 
 from .data import DatasetError, DatasetIndex
 from .datasets import body_vertices, read_image, read_mask, remap, undistort_map
+from .files import atomic_write
 
 # %% ../nbs/08b_pairs.ipynb #61df65c1
 def person_box(mask: np.ndarray, # [H, W] bool
@@ -168,7 +169,7 @@ def finish_pair(p: Pair) -> Pair:
         return dataclasses.replace(v, image=img, mask=v.mask.float())
     return dataclasses.replace(p, source=fin(p.source, 1), target=fin(p.target, 0), jitter=None)
 
-# %% ../nbs/08b_pairs.ipynb #61727731
+# %% ../nbs/08b_pairs.ipynb #0478e7c9
 class AvatarDataset(torch.utils.data.Dataset):
     "Source/target pairs of one split, cropped around the person (see the pair rule above)."
 
@@ -210,79 +211,84 @@ class AvatarDataset(torch.utils.data.Dataset):
         "Items of another epoch draw other sources and augmentations (in DataLoader workers too)."
         self._epoch.fill_(int(epoch))
 
-    def pixels(self, entry: tuple[str, str]) -> np.ndarray:  # [H, W, 4] uint8: RGB, mask 0/255
-        "Decoded, undistorted image and mask of an entry, through the cache folder when one is set."
-        cam, (ipath, mpath) = self.index.cameras[entry[1]], self.index.files[entry]
-        cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else None
-        if cache:
-            try: st = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in (ipath, mpath)]
-            except FileNotFoundError as e: raise DatasetError(f"missing file {e.filename}") from None
-            key = hashlib.sha1(repr((st, self.index.mask_threshold, cam.K.tolist(), None if cam.dist is None
-                                     else cam.dist.tolist())).encode()).hexdigest()[:24]
-            f = cache / f"{key}.npy"
-            if f.is_file(): return np.load(f, mmap_mode="r")
-        img, mask = read_image(ipath, cam), read_mask(mpath, cam, self.index.mask_threshold)
-        rgbm = np.concatenate([img, mask[..., None].astype(np.uint8) * 255], -1)
-        if cam.dist is not None and np.any(cam.dist != 0):
-            if entry[1] not in self._maps: self._maps[entry[1]] = undistort_map(cam)
-            rgbm = remap(rgbm, self._maps[entry[1]])
-            rgbm[..., 3] = np.where(rgbm[..., 3] > 127, 255, 0)
-        if cache:  # written aside, renamed into place: workers may race
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f"{f.name}.{os.getpid()}.part")
-            with open(tmp, "wb") as fh: np.save(fh, rgbm)
-            os.replace(tmp, f)
-        return rgbm
+# %% ../nbs/08b_pairs.ipynb #83d0ee4e
+@patch
+def pixels(self: AvatarDataset, entry: tuple[str, str]) -> np.ndarray:  # [H, W, 4] uint8: RGB, mask 0/255
+    "Decoded, undistorted image and mask of an entry, through the cache folder when one is set."
+    cam, (ipath, mpath) = self.index.cameras[entry[1]], self.index.files[entry]
+    cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else None
+    if cache:
+        try: st = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in (ipath, mpath)]
+        except FileNotFoundError as e: raise DatasetError(f"missing file {e.filename}") from None
+        key = hashlib.sha1(repr((st, self.index.mask_threshold, cam.K.tolist(), None if cam.dist is None
+                                 else cam.dist.tolist())).encode()).hexdigest()[:24]
+        f = cache / f"{key}.npy"
+        if f.is_file(): return np.load(f, mmap_mode="r")
+    img, mask = read_image(ipath, cam), read_mask(mpath, cam, self.index.mask_threshold)
+    rgbm = np.concatenate([img, mask[..., None].astype(np.uint8) * 255], -1)
+    if cam.dist is not None and np.any(cam.dist != 0):
+        if entry[1] not in self._maps: self._maps[entry[1]] = undistort_map(cam)
+        rgbm = remap(rgbm, self._maps[entry[1]])
+        rgbm[..., 3] = np.where(rgbm[..., 3] > 127, 255, 0)
+    if cache:  # written aside, renamed into place: workers may race
+        with atomic_write(f, "wb") as fh: np.save(fh, rgbm)
+    return rgbm
 
-    def view(self, entry: tuple[str, str], rng: np.random.Generator | None = None) -> View:
-        "One image of the index as a crop (jittered when `rng` is given and the split augments)."
-        frame, cam_name = entry
-        cam, rgbm = self.index.cameras[cam_name], self.pixels(entry)
-        scale, shift, j = 1.0, (0.0, 0.0), self.cfg
-        if self.augment and rng is not None:
-            scale, shift = rng.uniform(1 - j.scale_jitter, 1 + j.scale_jitter), rng.uniform(-j.shift_jitter, j.shift_jitter, 2)
-        try: cx, cy, side = person_box(rgbm[..., 3], j.crop_margin, scale, shift)
-        except DatasetError as e: raise DatasetError(f"{e}: {self.index.files[entry][1]}") from None
-        box, S = int_box(cx, cy, side), self.cfg.size
-        c = crop_resize(rgbm, box, S)  # [4, S, S] uint8
-        image, mask = c[:3].contiguous(), (c[3:] >= 128).to(torch.uint8)
-        if not self.raw: image, mask = image.float().div_(255), mask.float()
-        return View(image, mask, torch.from_numpy(crop_intrinsics(cam.K, box, S)).float(),
-                    torch.from_numpy(cam.viewmat).float(), torch.tensor(self.vertices[self.index.row(frame)]),
-                    frame, cam_name)
+# %% ../nbs/08b_pairs.ipynb #a1fda8d3
+@patch
+def view(self: AvatarDataset, entry: tuple[str, str], rng: np.random.Generator | None = None) -> View:
+    "One image of the index as a crop (jittered when `rng` is given and the split augments)."
+    frame, cam_name = entry
+    cam, rgbm = self.index.cameras[cam_name], self.pixels(entry)
+    scale, shift, j = 1.0, (0.0, 0.0), self.cfg
+    if self.augment and rng is not None:
+        scale, shift = rng.uniform(1 - j.scale_jitter, 1 + j.scale_jitter), rng.uniform(-j.shift_jitter, j.shift_jitter, 2)
+    try: cx, cy, side = person_box(rgbm[..., 3], j.crop_margin, scale, shift)
+    except DatasetError as e: raise DatasetError(f"{e}: {self.index.files[entry][1]}") from None
+    box, S = int_box(cx, cy, side), self.cfg.size
+    c = crop_resize(rgbm, box, S)  # [4, S, S] uint8
+    image, mask = c[:3].contiguous(), (c[3:] >= 128).to(torch.uint8)
+    if not self.raw: image, mask = image.float().div_(255), mask.float()
+    return View(image, mask, torch.from_numpy(crop_intrinsics(cam.K, box, S)).float(),
+                torch.from_numpy(cam.viewmat).float(), torch.tensor(self.vertices[self.index.row(frame)]),
+                frame, cam_name)
 
-    def _try(self, entry, rng, skipped) -> View | None:
-        if entry in self._bad: return None
-        try: return self.view(entry, rng)
-        except DatasetError as e:
-            if self.cfg.on_error == "raise": raise
-            self._bad.add(entry); msg = f"{entry[0]}/{entry[1]}: {e}"
-            self.skipped.append(msg); skipped.append(msg)
-            return None
+# %% ../nbs/08b_pairs.ipynb #ce8f14a0
+@patch
+def _try(self: AvatarDataset, entry, rng, skipped) -> View | None:
+    if entry in self._bad: return None
+    try: return self.view(entry, rng)
+    except DatasetError as e:
+        if self.cfg.on_error == "raise": raise
+        self._bad.add(entry); msg = f"{entry[0]}/{entry[1]}: {e}"
+        self.skipped.append(msg); skipped.append(msg)
+        return None
 
-    def __getitem__(self, i: int | tuple[int, int]) -> Pair:  # an index, or (epoch, index) for samplers that know the epoch
-        epoch, i = (int(i[0]), int(i[1])) if isinstance(i, tuple) else (self.epoch, int(i))
-        rng, skipped, n = np.random.default_rng([self.cfg.seed, epoch, i]), [], len(self.targets)
-        c = self.cfg
-        colour = [rng.uniform(1 - j, 1 + j) for j in (c.brightness, c.contrast, c.saturation)] if self.augment else None
-        for k in range(n):  # a bad target (skip mode) hands over to the next entry
-            entry = self.targets[(i + k) % n]
-            target = self._try(entry, rng, skipped)
-            if target is not None: break
-        else: raise DatasetError(f"split {self.split!r}: no image could be read; first problems: {self.skipped[:3]}")
-        ident = int(self.index.identity[self.index.row(entry[0])])
-        pool = [e for e in self.pools[ident] if e != entry] or [entry]
-        sources = []
-        for j in rng.permutation(len(pool)):
-            if len(sources) == c.num_sources: break
-            v = self._try(pool[j], rng, skipped)
-            if v is not None: sources.append(v)
-        if not sources: raise DatasetError(f"split {self.split!r}: no source image of identity {ident} could be read")
-        while len(sources) < c.num_sources: sources.append(sources[int(rng.integers(len(sources)))])
-        src = stack_views(sources)
-        if self.raw:  # applied by `finish_pair`, where the batch lands
-            jit = None if colour is None else torch.tensor(colour, dtype=torch.float32)  # None: no jitter to apply
-            return Pair(src, target, torch.tensor(ident), torch.tensor(int(i)), skipped, jit)
-        if colour is not None:
-            src.image, target.image = color_jitter(src.image, *colour), color_jitter(target.image, *colour)
-        return Pair(src, target, torch.tensor(ident), torch.tensor(int(i)), skipped)
+# %% ../nbs/08b_pairs.ipynb #b7ffd9a8
+@patch
+def __getitem__(self: AvatarDataset, i: int | tuple[int, int]) -> Pair:  # an index, or (epoch, index) for samplers that know the epoch
+    epoch, i = (int(i[0]), int(i[1])) if isinstance(i, tuple) else (self.epoch, int(i))
+    rng, skipped, n = np.random.default_rng([self.cfg.seed, epoch, i]), [], len(self.targets)
+    c = self.cfg
+    colour = [rng.uniform(1 - j, 1 + j) for j in (c.brightness, c.contrast, c.saturation)] if self.augment else None
+    for k in range(n):  # a bad target (skip mode) hands over to the next entry
+        entry = self.targets[(i + k) % n]
+        target = self._try(entry, rng, skipped)
+        if target is not None: break
+    else: raise DatasetError(f"split {self.split!r}: no image could be read; first problems: {self.skipped[:3]}")
+    ident = int(self.index.identity[self.index.row(entry[0])])
+    pool = [e for e in self.pools[ident] if e != entry] or [entry]
+    sources = []
+    for j in rng.permutation(len(pool)):
+        if len(sources) == c.num_sources: break
+        v = self._try(pool[j], rng, skipped)
+        if v is not None: sources.append(v)
+    if not sources: raise DatasetError(f"split {self.split!r}: no source image of identity {ident} could be read")
+    while len(sources) < c.num_sources: sources.append(sources[int(rng.integers(len(sources)))])
+    src = stack_views(sources)
+    if self.raw:  # applied by `finish_pair`, where the batch lands
+        jit = None if colour is None else torch.tensor(colour, dtype=torch.float32)  # None: no jitter to apply
+        return Pair(src, target, torch.tensor(ident), torch.tensor(int(i)), skipped, jit)
+    if colour is not None:
+        src.image, target.image = color_jitter(src.image, *colour), color_jitter(target.image, *colour)
+    return Pair(src, target, torch.tensor(ident), torch.tensor(int(i)), skipped)

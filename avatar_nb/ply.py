@@ -7,7 +7,6 @@ __all__ = ['Splats', 'flip_yz', 'ply_property_names', 'save_ply', 'load_ply', 's
 
 # %% ../nbs/06_ply.ipynb #640ec3ca
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError, PlyListProperty
 from torch import Tensor
+
+from .files import atomic_write
 
 # %% ../nbs/06_ply.ipynb #535ef152
 @dataclass
@@ -126,14 +127,7 @@ def save_ply(path: str | Path, # destination, *.ply
     data = table.view([(n, "<f4") for n in names]).reshape(len(table))
     ply = PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            ply.write(f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    with atomic_write(path, "wb") as f: ply.write(f)
     return path
 
 # %% ../nbs/06_ply.ipynb #f040beb7

@@ -8,7 +8,6 @@ __all__ = ['DatasetConfig', 'TrainConfig', 'RunConfig', 'load_run_config', 'Chec
 
 # %% ../nbs/18_run.ipynb #89a24bd9
 import math
-import os
 import signal
 import warnings
 from dataclasses import dataclass, field, fields
@@ -34,6 +33,7 @@ from .model import AvatarModel, ModelConfig, composite, render_pair
 from .decoder import DecoderConfig
 from .losses import AvatarLoss, LossConfig, psnr
 from .evaluate import EvalConfig
+from .files import atomic_write
 
 # %% ../nbs/18_run.ipynb #b7f2a8f8
 @dataclass
@@ -127,15 +127,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        try:
-            with open(tmp, "wb") as f:
-                _write_checkpoint_file(f, checkpoint)
-                f.flush(); os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "wb") as f: _write_checkpoint_file(f, checkpoint)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return read_checkpoint(path, map_location)

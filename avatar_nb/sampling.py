@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from .encoders import pixel_cells
+
 # %% ../nbs/12_sampling.ipynb #b4d77078
 def pixel_to_grid(xy: Tensor, # [..., 2] pixel coordinates (x, y), pixel (i, j) centred at (i + 0.5, j + 0.5)
                   width: int, height: int, # size of the image the coordinates are in, pixels
@@ -51,15 +53,6 @@ def sample_map(fmap: Tensor, # [B, C, h, w] a map that tiles an H x W image (ima
     return F.grid_sample(fmap, g, mode="bilinear", padding_mode="border", align_corners=False)[..., 0].transpose(1, 2)
 
 # %% ../nbs/12_sampling.ipynb #cbe159b0
-def _cells(x2d: Tensor, depth: Tensor | None, image_hw: tuple[int, int], grid_hw: tuple[int, int]):
-    "Cell index [B, N] (0 where not ok) and ok [B, N]: inside the image, finite, in front of the camera."
-    (H, W), (Hg, Wg) = image_hw, grid_hw
-    u, v = x2d[..., 0] * (Wg / W), x2d[..., 1] * (Hg / H)
-    ok = (u >= 0) & (u < Wg) & (v >= 0) & (v < Hg)  # False for NaN
-    if depth is not None: ok &= depth > 0
-    cell = torch.where(ok, v.floor().clamp(0, Hg - 1) * Wg + u.floor().clamp(0, Wg - 1), torch.zeros_like(u))
-    return cell.long(), ok
-
 def visible_points(x2d: Tensor, # [B, N, 2] pixel coordinates
                    depth: Tensor, # [B, N] camera-frame z, metres
                    image_hw: tuple[int, int], # (H, W) of the image, pixels
@@ -70,7 +63,7 @@ def visible_points(x2d: Tensor, # [B, N, 2] pixel coordinates
     if x2d.dim() != 3 or x2d.shape[-1] != 2 or depth.shape != x2d.shape[:2]:
         raise ValueError(f"x2d must have shape [B, N, 2] and depth [B, N], got {list(x2d.shape)} and {list(depth.shape)}")
     with torch.no_grad():
-        cell, ok = _cells(x2d, depth, image_hw, grid_hw)
+        cell, ok = pixel_cells(x2d, image_hw, grid_hw, depth)
         z = torch.where(ok, depth, torch.full_like(depth, math.inf))
         zbuf = torch.full((x2d.shape[0], grid_hw[0] * grid_hw[1]), math.inf, dtype=depth.dtype, device=depth.device)
         zbuf = zbuf.scatter_reduce(1, cell, z, "amin")
@@ -87,7 +80,7 @@ def pick_zbuffer_stride(x2d: Tensor, # [B, N, 2] pixel coordinates
     strides = [1 << i for i in range(int(math.log2(max_stride)) + 1)]
     ratios = []
     for s in strides:
-        cell, ok = _cells(x2d, None, image_hw, (H // s, W // s))
+        cell, ok = pixel_cells(x2d, image_hw, (H // s, W // s))
         count = torch.zeros(x2d.shape[0], (H // s) * (W // s), device=x2d.device).scatter_add_(1, cell, ok.float())
         ratios.append(ok.sum(-1) / (count > 0).sum(-1).clamp_min(1))
     good = (torch.stack(ratios) >= points_per_cell).all(-1).tolist()

@@ -7,11 +7,7 @@ __all__ = ['SPLIT_ORDER', 'camera_rays', 'View', 'PosedScene', 'ring_camera', 'b
            'split_plan', 'generate_dataset']
 
 # %% ../nbs/07_synth.ipynb #6c0afc99
-import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +17,7 @@ import torch
 
 from . import __version__
 from .body import AnnyBody
+from .data import write_dataset
 from .localise import intrinsics, look_at
 from .people import REGIONS, Outfit, Person, dress, pose_vector, sample_person, select_poses
 
@@ -164,23 +161,10 @@ def _split(identity_held: bool, pose_held: bool, view_held: bool) -> str:
     return "test_identity" if identity_held else "test_pose" if pose_held else "test_view" if view_held else "train"
 
 # %% ../nbs/07_synth.ipynb #66142b7b
-def _save_png(path: Path, a: np.ndarray):
-    from PIL import Image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a).save(path)
-
 def _check_target(root: Path, overwrite: bool):
     if root.exists() and not root.is_dir(): raise FileExistsError(f"{root} exists and is not a folder")
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise FileExistsError(f"{root} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-
-def _move_into_place(tmp: Path, root: Path):
-    old = None
-    if root.exists():
-        old = root.with_name(f".{root.name}.old-{os.getpid()}")
-        os.replace(root, old)
-    os.replace(tmp, root)
-    if old is not None: shutil.rmtree(old)
 
 # %% ../nbs/07_synth.ipynb #2847a3fa
 SPLIT_ORDER = ("train", "val", "test_view", "test_pose", "test_identity")
@@ -206,53 +190,47 @@ def generate_dataset(root: str | Path, # dataset folder to create
     bg = background_image(cfg.size, cfg.size, cfg.background, cfg.background_bottom)
     rng = np.random.default_rng([cfg.seed, 0])
     people = [sample_person(rng) for _ in range(cfg.identities)]
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
-        cameras, splits, frames = {}, {}, {}
-        arrays = {k: [] for k in ("frame", "identity", "vertices", "pose", "phenotype", "transl")}
-        for k, person in enumerate(people):
-            outfit = dress(body, person)
-            with torch.no_grad():
-                verts = body(pose=P, phenotype=torch.tensor([person.phenotype] * len(poses))).vertices.double().numpy()
-            lift = -verts[:, :, 1].min(1)  # feet on the floor
-            verts[:, :, 1] += lift[:, None]
-            for i, (name, _) in enumerate(poses):
-                fid = f"{k * len(poses) + i:06d}"
-                scene = PosedScene(verts[i], outfit.faces)
-                cams = dict(ring)
-                if cfg.monocular: cams[f"mono_{fid}"] = ring_camera(360 * (i + 0.5) / len(poses), *cam_args)
-                for cname, cam in cams.items():
-                    view = scene.render(outfit, cam["K"], cam["viewmat"], cfg.size, cfg.size, bg, cfg.light, cfg.ambient)
-                    _save_png(tmp / "images" / cname / f"{fid}.png", view.rgb)
-                    _save_png(tmp / "masks" / cname / f"{fid}.png", view.mask.astype(np.uint8) * 255)
-                    held_view = cname.startswith("cam_") and (cfg.monocular or cname in held_cams)
-                    s = _split(k in plan["held_identities"], i >= len(train), held_view)
-                    splits.setdefault(s, []).append([fid, cname])
-                    cameras[cname] = {"K": cam["K"].tolist(), "viewmat": cam["viewmat"].tolist(),
-                                      "width": cfg.size, "height": cfg.size}
-                frames[fid] = {"identity": k, "pose": name}
-                for key, val in (("frame", fid), ("identity", k), ("vertices", verts[i]), ("pose", P[i].numpy()),
-                                 ("phenotype", person.phenotype), ("transl", [0.0, lift[i], 0.0])):
-                    arrays[key].append(val)
-        tr = splits.pop("train", [])
-        n_val = min(round(cfg.val_fraction * len(tr)), max(len(tr) - 1, 0))
-        pick = set(np.random.default_rng([cfg.seed, 1]).choice(len(tr), n_val, replace=False).tolist())
-        splits |= {"train": [e for j, e in enumerate(tr) if j not in pick], "val": [e for j, e in enumerate(tr) if j in pick]}
-        splits = {s: splits[s] for s in SPLIT_ORDER if splits.get(s)}
-        np.savez(tmp / "bodies.npz", frame=np.array(arrays["frame"]), identity=np.array(arrays["identity"], np.int64),
-                 **{k: np.array(arrays[k], np.float32) for k in ("vertices", "pose", "phenotype", "transl")})
-        (tmp / "cameras.json").write_text(json.dumps(cameras, indent=1))
-        (tmp / "splits.json").write_text(json.dumps(splits))
-        meta = {"format": "avatar_nb-dataset", "version": 1, "body_model": "anny", "source": "synthetic", "masks": "exact",
-                "generator": "avatar_nb.synth", "avatar_nb": __version__, "config": asdict(cfg), "regions": list(REGIONS),
-                "poses": {n: {"held_out": i >= len(train), "rotations_degrees_body_axes": p} for i, (n, p) in enumerate(poses)},
-                "frames": frames, "people": [asdict(p) for p in people]}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _move_into_place(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    cameras, splits, frames, scenes = {}, {}, {}, []
+    arrays = {k: [] for k in ("frame", "identity", "vertices", "pose", "phenotype", "transl")}
+    for k, person in enumerate(people):
+        outfit = dress(body, person)
+        with torch.no_grad():
+            verts = body(pose=P, phenotype=torch.tensor([person.phenotype] * len(poses))).vertices.double().numpy()
+        lift = -verts[:, :, 1].min(1)  # feet on the floor
+        verts[:, :, 1] += lift[:, None]
+        for i, (name, _) in enumerate(poses):
+            fid = f"{k * len(poses) + i:06d}"
+            cams = dict(ring)
+            if cfg.monocular: cams[f"mono_{fid}"] = ring_camera(360 * (i + 0.5) / len(poses), *cam_args)
+            for cname, cam in cams.items():
+                held_view = cname.startswith("cam_") and (cfg.monocular or cname in held_cams)
+                s = _split(k in plan["held_identities"], i >= len(train), held_view)
+                splits.setdefault(s, []).append([fid, cname])
+                cameras[cname] = {"K": cam["K"], "viewmat": cam["viewmat"], "width": cfg.size, "height": cfg.size}
+            scenes.append((fid, outfit, verts[i], cams))
+            frames[fid] = {"identity": k, "pose": name}
+            for key, val in (("frame", fid), ("identity", k), ("vertices", verts[i]), ("pose", P[i].numpy()),
+                             ("phenotype", person.phenotype), ("transl", [0.0, lift[i], 0.0])):
+                arrays[key].append(val)
+    tr = splits.pop("train", [])
+    n_val = min(round(cfg.val_fraction * len(tr)), max(len(tr) - 1, 0))
+    pick = set(np.random.default_rng([cfg.seed, 1]).choice(len(tr), n_val, replace=False).tolist())
+    splits |= {"train": [e for j, e in enumerate(tr) if j not in pick], "val": [e for j, e in enumerate(tr) if j in pick]}
+    splits = {s: splits[s] for s in SPLIT_ORDER if splits.get(s)}
+    bodies = {"frame": np.array(arrays["frame"]), "identity": np.array(arrays["identity"], np.int64),
+              **{k: np.array(arrays[k], np.float32) for k in ("vertices", "pose", "phenotype", "transl")}}
+    meta = {"body_model": "anny", "source": "synthetic", "masks": "exact",
+            "generator": "avatar_nb.synth", "avatar_nb": __version__, "config": asdict(cfg), "regions": list(REGIONS),
+            "poses": {n: {"held_out": i >= len(train), "rotations_degrees_body_axes": p} for i, (n, p) in enumerate(poses)},
+            "frames": frames, "people": [asdict(p) for p in people]}
+
+    def views():  # rendered one posed body at a time, as the writer asks for them
+        for fid, outfit, verts, cams in scenes:
+            scene = PosedScene(verts, outfit.faces)
+            for cname, cam in cams.items():
+                view = scene.render(outfit, cam["K"], cam["viewmat"], cfg.size, cfg.size, bg, cfg.light, cfg.ambient)
+                yield fid, cname, view.rgb, view.mask
+    write_dataset(root, meta, cameras, bodies, splits, views(), overwrite)
     return {"root": str(root), "people": len(people), "frames": len(frames), "cameras": len(cameras),
             "images": sum(map(len, splits.values())), "splits": {s: len(v) for s, v in splits.items()},
             "size": cfg.size, "seconds": round(time.perf_counter() - t0, 2)}

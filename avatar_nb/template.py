@@ -10,7 +10,6 @@ __all__ = ['SH_C0', 'TEMPLATE_FORMAT', 'face_barycentrics', 'topology_fingerprin
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .config import TemplateConfig, check_template_args
+from .files import atomic_write
 
 # %% ../nbs/03_template.ipynb #9889829a
 _SQRT3 = math.sqrt(3.0)
@@ -178,13 +178,8 @@ def save_template(t: GaussianTemplate, path: str | Path) -> Path:
     meta = {"format": TEMPLATE_FORMAT, "body_model": t.body_model, "fingerprint": t.fingerprint,
             "k": t.k, "sh_degree": t.sh_degree}
     arrays = {n: getattr(t, n).detach().cpu().numpy() for n in _TENSORS}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
     return path
 
 def load_template(path: str | Path, # .npz written by save_template

@@ -157,17 +157,17 @@ def test_deterministic_from_seed(tmp_path, monkeypatch):
 
 def test_failure_leaves_nothing(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = synth._save_png
+    real = synth.PosedScene.render
 
-    def flaky(path, a):
+    def flaky(self, *a, **kw):
         calls["n"] += 1
-        if calls["n"] == 5: raise OSError("disk full (injected)")
-        real(path, a)
+        if calls["n"] == 3: raise OSError("disk full (injected)")
+        return real(self, *a, **kw)
 
-    monkeypatch.setattr(synth, "_save_png", flaky)
+    monkeypatch.setattr(synth.PosedScene, "render", flaky)
     with pytest.raises(OSError, match="injected"):
         generate_dataset(tmp_path / "ds", SynthConfig(poses=2, views=2, size=32, test_poses=1))
-    assert calls["n"] == 5
+    assert calls["n"] == 3  # two views were written, the third failed
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary folder
 
 
