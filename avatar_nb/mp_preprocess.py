@@ -30,27 +30,12 @@ class MediapipePreprocessConfig:
     device: str = "cpu"  # where the body fit runs
     overwrite: bool = False  # replace an existing dataset at `out`
 
-def _write_dataset(out: Path, images: dict, masks: dict, cameras: dict, bodies: dict, splits: dict, meta: dict,
-                   extras: dict, overwrite: bool):
-    "Write a dataset folder whole or not at all (`avatar_nb.files.atomic_folder`)."
-    import json
-    from PIL import Image
-    from avatar_nb.files import atomic_folder
-    with atomic_folder(out, overwrite=overwrite) as tmp:
-        for sub, arrays in (("images", images), ("masks", masks)):
-            for (f, c), a in arrays.items():
-                (tmp / sub / c).mkdir(parents=True, exist_ok=True); Image.fromarray(a).save(tmp / sub / c / f"{f}.png")
-        np.savez(tmp / "bodies.npz", **bodies)
-        for name, arrays in extras.items(): np.savez(tmp / name, **arrays)
-        (tmp / "cameras.json").write_text(json.dumps(cameras, indent=1))
-        (tmp / "splits.json").write_text(json.dumps(splits))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
 # %% ../nbs/10c_mp_preprocess.ipynb #2bd220f0
 def preprocess_mediapipe(cfg: MediapipePreprocessConfig) -> dict:
     "Frames -> MediaPipe pose and masks -> one fitted Anny body -> a dataset (`source: mediapipe+anny`); returns a report."
-    from pathlib import Path
     from avatar_nb.mp_pose import check_fov, detect_frames, exif_focal_px, iter_frames, person_crop, BLAZEPOSE
+    from avatar_nb.data import write_dataset
     from avatar_nb.preprocess import WORLD_FROM_CAMERA
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
@@ -84,7 +69,7 @@ def preprocess_mediapipe(cfg: MediapipePreprocessConfig) -> dict:
               "focal_px": float(K[0, 0]), "focal_from": "exif" if f_exif else f"fov {cfg.fov_degrees} deg",
               "residual_px": {"median": float(np.median(res)), "max": float(res.max())},
               "pose_seconds": round(seq.seconds, 1), "fit_seconds": round(fit.seconds, 1)}
-    meta = {"format": "avatar_nb-dataset", "version": 1, "body_model": "anny", "source": "mediapipe+anny",
+    meta = {"body_model": "anny", "source": "mediapipe+anny",
             "masks": "estimated", "note": "bodies fitted to MediaPipe keypoints, metric landmarks and masks; world = "
             "camera frame turned 180 deg about x; fit.npz holds per-frame keypoints, crops and fit residuals (px)",
             "preprocess": {k: v for k, v in asdict(cfg).items() if k != "overwrite"}, "report": report,
@@ -92,13 +77,13 @@ def preprocess_mediapipe(cfg: MediapipePreprocessConfig) -> dict:
     bodies = {"frame": np.array(names), "identity": np.zeros(len(names), np.int64), "vertices": verts.numpy(),
               "pose": fit.pose.numpy(), "phenotype": fit.phenotype[None].expand(len(names), -1).numpy(),
               "transl": fit.transl.numpy()}
-    extras = {"fit.npz": {"frame": np.array(names), "keypoints33": np.stack([p.keypoints for p in pf]),
-                          "visibility33": np.stack([p.visibility for p in pf]), "world33": np.stack([p.world for p in pf]),
-                          "landmark_names": np.array(BLAZEPOSE), "fitted_keypoints2d": fit.keypoints2d.numpy(),
-                          "fitted_keypoint_names": np.array([k for k, _ in KEYPOINTS]), "crop": crops, "residual_px": res}}
+    record = {"frame": np.array(names), "keypoints33": np.stack([p.keypoints for p in pf]),
+              "visibility33": np.stack([p.visibility for p in pf]), "world33": np.stack([p.world for p in pf]),
+              "landmark_names": np.array(BLAZEPOSE), "fitted_keypoints2d": fit.keypoints2d.numpy(),
+              "fitted_keypoint_names": np.array([k for k, _ in KEYPOINTS]), "crop": crops, "residual_px": res}
     cams = {"cam00": {"K": K.tolist(), "viewmat": WORLD_FROM_CAMERA.tolist(), "width": W, "height": H}}
     splits = {"train": [[n, "cam00"] for n in names if n not in test], "test_pose": [[n, "cam00"] for n in names if n in test]}
-    _write_dataset(out, {(n, "cam00"): im for n, im in zip(names, seq.images)},
-                   {(n, "cam00"): (p.mask.clip(0, 1) * 255).round().astype(np.uint8) for n, p in zip(names, pf)},
-                   cams, bodies, {k: v for k, v in splits.items() if v}, meta, extras, cfg.overwrite)
+    views = ((n, "cam00", im, (p.mask.clip(0, 1) * 255).round().astype(np.uint8)) for n, im, p in zip(names, seq.images, pf))
+    write_dataset(out, meta, cams, bodies, {k: v for k, v in splits.items() if v}, views, cfg.overwrite,
+                  extras={"fit.npz": lambda path: np.savez(path, **record)})
     return report
