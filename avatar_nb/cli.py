@@ -193,10 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--monocular", action="store_true", help="add a moving monocular camera")
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    pp = sub.add_parser("preprocess", help="run NLF over a folder of frames and write a dataset")
-    pp.add_argument("--images", required=True, help="folder of frames (.png/.jpg), sorted by name")
+    pp = sub.add_parser("preprocess", help="frames -> bodies (NLF, or MediaPipe + a fitted Anny body), cameras, masks -> a dataset")
+    pp.add_argument("--pose", choices=["nlf", "mediapipe"], default="nlf", help="pose source (mediapipe: no licensed file)")
+    pp.add_argument("--images", default=None, help="folder of frames (.png/.jpg), sorted by name")
+    pp.add_argument("--video", default=None, help="a video file instead of --images (--pose mediapipe)")
     pp.add_argument("--out", required=True, help="dataset folder to write")
-    pp.add_argument("--nlf", required=True, help="NLF TorchScript checkpoint")
+    pp.add_argument("--nlf", default=None, help="NLF TorchScript checkpoint (--pose nlf)")
+    pp.add_argument("--iterations", type=int, default=60, help="body-fit steps (--pose mediapipe)")
+    pp.add_argument("--max-frames", type=int, default=None, help="at most this many frames (--pose mediapipe)")
     pp.add_argument("--masks", default=None, help="folder of masks named like the frames")
     pp.add_argument("--person", choices=["best", "all"], default="best", help="highest-scoring person, or everyone")
     pp.add_argument("--body-model-path", default=None, help="SMPL-X model file (its faces make silhouette masks)")
@@ -255,7 +259,21 @@ def main(argv: list[str] | None = None) -> int:
             s = generate_dataset(args.out, sc, overwrite=args.overwrite)
             print(f"avatar_nb synth -> {Path(args.out).resolve()}")
             print(json.dumps(s, indent=1, default=str))
+        elif args.command == "preprocess" and args.pose == "mediapipe":
+            from avatar_nb.mp_preprocess import MediapipePreprocessConfig, preprocess_mediapipe
+            r = preprocess_mediapipe(MediapipePreprocessConfig(
+                out=args.out, images=args.images, video=args.video, fov_degrees=args.fov_degrees or 55.0,
+                max_frames=args.max_frames, iterations=args.iterations, test_every=args.test_every,
+                device=args.device, overwrite=args.overwrite))
+            print(f"avatar_nb preprocess -> {Path(args.out).resolve()}")
+            print(f"  {r['frames_in']} frames: {len(r['empty_frames'])} without a person, {len(r['unreadable'])} "
+                  f"unreadable (skipped), {r['several_people']} with several people (largest kept), "
+                  f"{r['cut_by_frame']} cut by the frame; {r['frames_out']} written; fit residual median "
+                  f"{r['residual_px']['median']:.1f} px, max {r['residual_px']['max']:.1f} px")
         elif args.command == "preprocess":
+            if args.images is None or args.nlf is None:
+                raise ValueError("preprocess --pose nlf needs --images DIR and --nlf CHECKPOINT "
+                                 "(or use --pose mediapipe, which needs no licensed file)")
             from avatar_nb.preprocess import PreprocessConfig, preprocess
             pc = PreprocessConfig(images=args.images, out=args.out, nlf=args.nlf, masks=args.masks, person=args.person,
                                   body_model_path=args.body_model_path, batch_size=args.batch_size,

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -230,6 +230,8 @@ def _body_arrays(bodies: dict) -> dict[str, np.ndarray]:
         out[k] = a.astype(str) if k == "frame" else a.astype(np.int64) if k == "identity" else a.astype(np.float32)
     return out
 
+_FORMAT_FILES = {"images", "masks", "cameras.json", "bodies.npz", "splits.json", "meta.json"}
+
 def write_dataset(root: str | Path, # dataset folder to create
                   meta: dict, # body_model ("anny"/"smplx"/"smpl"), source, masks ("exact"/"approximate"), provenance
                   cameras: dict, # name -> Camera, or {"K": [3, 3] pixels, "viewmat": [4, 4] world-to-camera metres, "width", "height"}
@@ -237,10 +239,14 @@ def write_dataset(root: str | Path, # dataset folder to create
                   splits: dict, # split name -> [(frame, camera), ...]
                   views: Iterable, # (frame, camera, rgb [H, W, 3] uint8, mask [H, W] bool, or uint8 > 127 = person)
                   overwrite: bool = False, # replace an existing non-empty folder
+                  extras: dict[str, Callable[[Path], None]] | None = None, # file name -> writer called with its path in the new folder
                  ) -> Path: # root
     "Write a dataset folder in the project format (atomically), and check it reads back."
     from avatar_nb.files import atomic_folder
-    root = Path(root)
+    root, extras = Path(root), dict(extras or {})
+    for name in extras:
+        if Path(name).name != name or name in _FORMAT_FILES:
+            raise ValueError(f"extra file {name!r} must be a plain file name other than the format's own {sorted(_FORMAT_FILES)}")
     if meta.get("format", FORMAT) != FORMAT or meta.get("version", VERSION) != VERSION:
         raise ValueError(f"meta names format {meta.get('format')!r} version {meta.get('version')!r}; this writer "
                          f"writes {FORMAT!r} version {VERSION} (leave both out)")
@@ -267,6 +273,9 @@ def write_dataset(root: str | Path, # dataset folder to create
         np.savez(tmp / "bodies.npz", **arrays)
         (tmp / "splits.json").write_text(json.dumps({s: [[str(f), str(c)] for f, c in es] for s, es in splits.items()}))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for name, write in extras.items():
+            write(tmp / name)
+            if not (tmp / name).is_file(): raise ValueError(f"the writer of extra file {name!r} did not write {name}")
         load_dataset_index(tmp)  # raises, naming the file and key, when what was written does not read back
     return root
 
