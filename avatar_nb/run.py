@@ -301,11 +301,17 @@ _HELD: dict = {}  # run folders this process has locked: path -> [fd, depth]
 class RunLock:
     "Exclusive lock on a run folder (`<out>/.lock`, flock): another process is refused naming the holder."
 
-    def __init__(self, out: str | Path): self.path = Path(out).resolve() / ".lock"
+    def __init__(self, out: str | Path): self.path, self.held = Path(out).resolve() / ".lock", False
 
     def __enter__(self):
+        if not self.held: self.acquire()
+        return self
+
+    def __exit__(self, *exc): self.release()
+
+    def acquire(self):
         key = str(self.path)
-        if key in _HELD: _HELD[key][1] += 1; return self  # this process holds it already (demo -> train)
+        if key in _HELD: _HELD[key][1] += 1; self.held = True; return self  # this process holds it (demo -> train)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -315,11 +321,12 @@ class RunLock:
             raise RunFolderError(f"{self.path.parent} is in use by {holder} (lock {self.path}); wait for it to finish "
                                  f"or stop it, or train into another out=") from None
         os.ftruncate(fd, 0); os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        _HELD[key] = [fd, 1]
+        _HELD[key], self.held = [fd, 1], True
         return self
 
-    def __exit__(self, *exc):
-        key = str(self.path)
+    def release(self):
+        if not self.held: return
+        key, self.held = str(self.path), False
         _HELD[key][1] -= 1
         if _HELD[key][1] == 0: os.close(_HELD.pop(key)[0])  # the file stays: removing it would race a waiting process
 
@@ -343,7 +350,7 @@ def open_run_folder(cfg: RunConfig, resume: dict | None = None) -> RunLock:
                                  f"on resume: {'; '.join(diff)}. Resume with the run's config (only "
                                  f"{', '.join(k.rstrip('.') for k in RESUME_MAY_CHANGE)} may change), or start a new "
                                  f"run in another out=")
-    lock = RunLock(out).__enter__()
+    lock = RunLock(out).acquire()
     try:
         old = [n for n in RUN_FILES if (out / n).exists()]
         if old and resume is None:
@@ -355,7 +362,7 @@ def open_run_folder(cfg: RunConfig, resume: dict | None = None) -> RunLock:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         clean_leftovers(out)
     except BaseException:
-        lock.__exit__(None, None, None); raise
+        lock.release(); raise
     return lock
 
 # %% ../nbs/18_run.ipynb #42b40aff
@@ -378,9 +385,9 @@ def ignore_stop_signals(worker_id: int = 0):
     signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 class StopOnSignal(Callback):
-    "SIGINT / SIGTERM set a flag; training stops at the next step boundary (`TrainingInterrupted`)."
+    "SIGINT / SIGTERM set a flag; training stops at the end of the step (`stopped`), or before the first one."
 
-    def __init__(self): self.signum, self._old = None, {}
+    def __init__(self): self.signum, self.stopped, self._old = None, False, {}
 
     # Why a flag and not Python's KeyboardInterrupt: the exception is raised wherever the main thread happens to
     # be, in the middle of a step (counters saved for different steps: an inexact resume) or inside a finalizer
@@ -404,18 +411,16 @@ class StopOnSignal(Callback):
 
     def on_train_start(self, trainer, module):
         self.install()  # Lightning set its own SIGTERM handler when fit started (it would exit with status 0)
-        self._check(trainer)
+        if self.signum is not None: raise TrainingInterrupted(self.signum, trainer.global_step)  # before any step
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.world_size == 1: self._check(trainer)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx): self._check(trainer)
-
-    def _check(self, trainer):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         stop = self.signum is not None
         # every process stops at the same step (one small collective; Lightning broadcasts a flag per step too)
         if trainer.world_size > 1: stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop: raise TrainingInterrupted(self.signum or signal.SIGTERM, trainer.global_step)
+        if stop:  # Lightning's own way out: the step's metrics are logged, on_train_end writes last.ckpt
+            self.signum = self.signum or signal.SIGTERM
+            self.stopped, trainer.should_stop = True, True
+
 
 # %% ../nbs/18_run.ipynb #50721de2
 class _KeepingWriter(ExperimentWriter):

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TrainingError', 'lr_lambda', 'backgrounds', 'compile_for_training', 'pair_loss', 'AvatarModule', 'LastCheckpoint',
            'sample_grid', 'SampleImages', 'run_template', 'resume_path', 'make_trainer', 'training_device', 'train',
-           'load_avatar']
+           'available_device', 'load_avatar']
 
 # %% ../nbs/18_train.ipynb #05673dc4
 import math
@@ -191,8 +191,10 @@ class LastCheckpoint(Callback):
     def on_exception(self, trainer, module, exception):
         # an error inside a step leaves the weights, optimiser and counters of different steps: keep the last
         # consistent checkpoint then (the periodic one) rather than write a state no resume can continue exactly
-        if trainer.global_step > 0 and not getattr(module, "in_step", False) and getattr(self, "_saved", -1) != trainer.global_step:
-            self._save(trainer)
+        if (trainer.global_step > getattr(self, "_start", 0) and not getattr(module, "in_step", False)
+                and not isinstance(exception, CheckpointError)): self._save(trainer)
+
+    def on_train_start(self, trainer, module): self._start = trainer.global_step  # resumed here: nothing new before
 
     def _save(self, trainer):
         trainer.save_checkpoint(self.path)
@@ -305,9 +307,8 @@ def _train(cfg: RunConfig, stopper: StopOnSignal, callbacks: list, module_cls, t
         last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=rpath)
-        except TrainingInterrupted as e:
-            saved = last.path if last.saved_step == trainer.global_step else None
-            raise TrainingInterrupted(e.signum, trainer.global_step, saved) from None
+        except TrainingInterrupted as e:  # before the first step: the checkpoint resumed from (if any) holds the run
+            raise TrainingInterrupted(e.signum, trainer.global_step, rpath) from None
         except SystemExit:  # a second signal: Lightning exits at once
             if trainer.is_global_zero:
                 print(f"training stopped at once at step {trainer.global_step}; " + (
@@ -318,6 +319,7 @@ def _train(cfg: RunConfig, stopper: StopOnSignal, callbacks: list, module_cls, t
             raise TrainingError(f"GPU out of memory at trainer.batch_size={cfg.trainer.batch_size} and data.size="
                                 f"{cfg.data.size} (crop side, pixels): lower one of them (or template.k) "
                                 f"({str(e).splitlines()[0]})") from None
+    if stopper.stopped: raise TrainingInterrupted(stopper.signum, trainer.global_step, last.path)
     ck = out / "checkpoints"
     best = next((Path(c.best_model_path) for c in trainer.checkpoint_callbacks
                  if isinstance(c, ModelCheckpoint) and c.best_model_path), None)  # this run's best, never a stale file
@@ -327,6 +329,16 @@ def _train(cfg: RunConfig, stopper: StopOnSignal, callbacks: list, module_cls, t
 
 
 # %% ../nbs/18_train.ipynb #3cede935
+def available_device(device: str, # the device asked for (a run's stored `device`, or --device)
+                     where: str = "the checkpoint", # what asked for it, for the note
+                    ) -> str:
+    "`device` when this machine has it; a checkpoint trained on CUDA evaluates on the CPU elsewhere (with a note)."
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        print(f"{where} asks for device {device}; this machine has no CUDA device: using cpu (--device cpu)",
+              file=sys.stderr, flush=True)
+        return "cpu"
+    return str(device)
+
 def load_avatar(path: str | Path, # a checkpoint written by `train`
                 device: str | torch.device = "cpu",
                ) -> tuple[AvatarModel, RunConfig]:
