@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from .files import atomic_write, is_temp_name
 from .config import Config, ConfigError, TemplateConfig, config_to_yaml, load_config
 from .body import load_body_model
 from .template import GaussianTemplate, build_template, check_template
@@ -331,13 +332,14 @@ class RunLock:
         if _HELD[key][1] == 0: os.close(_HELD.pop(key)[0])  # the file stays: removing it would race a waiting process
 
 def clean_leftovers(out: str | Path) -> list[Path]:
-    "Remove temporary files an interrupted write left in a run folder (`.*.part`, `.tmp-*`); returns them."
+    "Remove the temporaries an interrupted write left in a run folder (`avatar_nb.files.is_temp_name`); returns them."
     out, gone = Path(out), []
-    for d in (out, out / "checkpoints", out / "eval", out / "logs"):
+    for d in (out, out / "checkpoints", out / "eval", out / "logs", out / "samples"):
         if not d.is_dir(): continue
         for p in d.iterdir():
-            if p.is_file() and ((p.name.startswith(".") and p.name.endswith(".part")) or p.name.startswith(".tmp-")):
-                p.unlink(missing_ok=True); gone.append(p)
+            if is_temp_name(p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                gone.append(p)
     return gone
 
 def open_run_folder(cfg: RunConfig, resume: dict | None = None) -> RunLock:
@@ -434,10 +436,8 @@ class _KeepingWriter(ExperimentWriter):
         with open(p, newline="") as f:
             r = csv.DictReader(f)
             keys, rows = list(r.fieldnames or []), [row for row in r if row.get("step") and int(row["step"]) < self.keep_before]
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
-        os.replace(tmp, p)
+        with atomic_write(p, "w") as f:
+            w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)  # excel dialect, as Lightning
         self.metrics_keys = [k for k in keys]
 
 class RunCSVLogger(CSVLogger):

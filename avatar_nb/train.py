@@ -22,6 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from .files import atomic_write
 from .config import ConfigError, config_to_yaml, load_config
 from .body import load_body_model
 from .template import GaussianTemplate, build_template
@@ -302,8 +303,7 @@ def _train(cfg: RunConfig, stopper: StopOnSignal, callbacks: list, module_cls, t
         module = (module_cls or AvatarModule)(cfg, tmpl)  # the loss loads LPIPS as loss.lpips says
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
-            tmp = out / f".config.yaml.{os.getpid()}.part"
-            tmp.write_text(config_to_yaml(cfg)); os.replace(tmp, out / "config.yaml")
+            with atomic_write(out / "config.yaml", "w") as f: f.write(config_to_yaml(cfg))
         last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=rpath)
