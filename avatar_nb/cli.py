@@ -10,6 +10,7 @@ __all__ = ['template_splats', 'template_figure', 'demo_overrides', 'run_demo', '
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,7 +122,11 @@ def _checkpoint_run(args):
     from avatar_nb.train import load_avatar
     from avatar_nb.data import load_dataset_index
     model, cfg = load_avatar(args.checkpoint)
-    return model, cfg, load_dataset_index(args.data or cfg.dataset.root)
+    root = Path(args.data or cfg.dataset.root)
+    if not args.data and not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} (the run's dataset.root" + (", relative to the working directory"
+                                if not root.is_absolute() else "") + ") not found: give the dataset with --data FOLDER")
+    return model, cfg, load_dataset_index(root)
 
 def run_eval(args) -> dict:
     "`avatar_nb eval`: evaluate a checkpoint, write metrics.json, metrics.md and extremes.png."
@@ -130,12 +135,19 @@ def run_eval(args) -> dict:
     bad = [o for o in args.overrides if not o.startswith("eval.")]
     if bad: raise ConfigError(f"eval takes only eval.* overrides, got {bad}")
     ecfg = load_config_overrides(cfg.eval, [o[len("eval."):] for o in args.overrides], "eval")
-    device = args.device or cfg.device
-    res = evaluate(model.to(device), index, ecfg, cfg.data, device=device)
+    from avatar_nb.train import available_device
+    device = available_device(args.device or cfg.device, args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "eval"
+    _check_writable(out)  # before the evaluation, not after it
+    res = evaluate(model.to(device), index, ecfg, cfg.data, device=device)
     write_eval(out, res)
     print(f"avatar_nb eval -> {out.resolve()}\n{metrics_table(res)}")
     return res
+
+def _check_writable(out: Path):
+    p = next((q for q in (out, *out.parents) if q.exists()), None)
+    if p is None or not os.access(p, os.W_OK):
+        raise ConfigError(f"--out {out}: {p} is not writable; choose another --out")
 
 def load_config_overrides(obj, overrides: list[str], where: str):
     "A copy of a config dataclass with dotted overrides applied and validated (ConfigError naming the key)."
@@ -168,9 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job on the embedded default: synthetic data, train, evaluate, export")
     d.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     d.add_argument("--config", default=None, help="YAML config file (default: built-in defaults)")
+    d.add_argument("--overwrite", action="store_true", help="replace the run already in --out (trainer.overwrite=true)")
     d.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. trainer.max_steps=20")
     tr = sub.add_parser("train", help="train a model as configured (run folder: the config's `out`)")
     tr.add_argument("--config", default=None, help="YAML config file, e.g. configs/demo.yaml")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run already in `out` (trainer.overwrite=true)")
     tr.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. trainer.max_steps=20 out=runs/a")
     ev = sub.add_parser("eval", help="PSNR/SSIM/LPIPS on held-out splits, render FPS; metrics.json, .md, figure")
     ev.add_argument("--checkpoint", required=True, help="checkpoint written by train (e.g. <out>/checkpoints/best.ckpt)")
@@ -230,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `avatar_nb` command."
     args = build_parser().parse_args(argv)
+    if getattr(args, "overwrite", False) and args.command in ("demo", "train"): args.overrides.append("trainer.overwrite=true")
     from avatar_nb.nlf import NLFError
-    from avatar_nb.train import CheckpointError, TrainingError
+    from avatar_nb.train import CheckpointError, TrainingError, TrainingInterrupted
     try:
         if args.command == "demo":
             s = run_demo(args.out, args.config, args.overrides)
@@ -284,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['frames_in']} frames, {len(r['empty_frames'])} without a person (skipped), "
                   f"{r['frames_out']} written; NLF predictions {'cached' if r['nlf_cached'] else 'computed'}; "
                   f"masks {r['masks']}")
+    except TrainingInterrupted as e:  # SIGINT, SIGTERM: 130, 143; last.ckpt (if any) holds a finished step
+        print(f"avatar_nb {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, NLFError, CheckpointError,
             TrainingError) as e:
         print(f"avatar_nb {args.command}: error: {e}", file=sys.stderr)

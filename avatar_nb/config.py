@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -95,7 +96,11 @@ def load_config(path: str | Path | None = None, # YAML file, or None for the def
                 where = str(path)
                 if not path.is_file():
                     raise ConfigError(f"config file not found: {path}")
-                loaded = OmegaConf.load(path)
+                try: loaded = OmegaConf.load(path)
+                except yaml.YAMLError as e:  # a syntax error: name the file and the line
+                    m = getattr(e, "problem_mark", None)
+                    raise ConfigError(f"{path}" + (f", line {m.line + 1}, column {m.column + 1}" if m else "") +
+                                      f": not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}); fix the file") from None
             missing = set(OmegaConf.missing_keys(loaded))  # ??? values: a merge would keep the default
             schema = OmegaConf.merge(schema, loaded)
         bad = [o for o in overrides if "=" not in o]

@@ -131,6 +131,11 @@ def check_bodies(arrays: dict[str, np.ndarray], # frame, identity, optional vert
         if len(a.shape) != 1 + len(expected[key]) or any(e not in (None, s) for e, s in zip(expected[key], a.shape[1:])):
             raise DatasetError(f"{where}: {key!r} has shape {list(a.shape)}, expected [T, "
                                f"{', '.join('*' if e is None else str(e) for e in expected[key])}]")
+    for key, a in ([("vertices", vertices)] if vertices is not None else []) + list(arrays.items()):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():  # NaN/inf bodies would train and render nothing
+            bad = frames[~np.isfinite(a.reshape(T, -1)).all(1)].tolist()
+            raise DatasetError(f"{where}: {key!r} is NaN or infinite in {len(bad)} frame(s): {bad[:5]}"
+                               f"{' ...' if len(bad) > 5 else ''}; fix or drop those frames")
     if vertices is None and not arrays:
         raise DatasetError(f"{where}: neither 'vertices' nor any {body_model} parameters; a body is needed per frame")
     return frames, identity.astype(np.int64), vertices, {k: v.astype(np.float32) for k, v in arrays.items()}

@@ -8,6 +8,7 @@ __all__ = ['LUMA', 'person_box', 'int_box', 'crop_intrinsics', 'crop_resize', 'D
 
 # %% ../nbs/08b_pairs.ipynb #1724932a
 import hashlib
+import warnings
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +224,10 @@ def pixels(self: AvatarDataset, entry: tuple[str, str]) -> np.ndarray:  # [H, W,
         key = hashlib.sha1(repr((st, self.index.mask_threshold, cam.K.tolist(), None if cam.dist is None
                                  else cam.dist.tolist())).encode()).hexdigest()[:24]
         f = cache / f"{key}.npy"
-        if f.is_file(): return np.load(f, mmap_mode="r")
+        if f.is_file():
+            try: return np.load(f, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as e:  # truncated (a full disk, a kill): decode again
+                warnings.warn(f"pixel cache file {f} is unreadable ({str(e).splitlines()[0]}); rebuilding it")
     img, mask = read_image(ipath, cam), read_mask(mpath, cam, self.index.mask_threshold)
     rgbm = np.concatenate([img, mask[..., None].astype(np.uint8) * 255], -1)
     if cam.dist is not None and np.any(cam.dist != 0):

@@ -5,10 +5,13 @@
 # %% auto #0
 __all__ = ['TrainingError', 'lr_lambda', 'backgrounds', 'compile_for_training', 'pair_loss', 'make_optimizer', 'update_step',
            'AvatarModule', 'LastCheckpoint', 'sample_grid', 'SampleImages', 'run_template', 'resume_path',
-           'make_trainer', 'train', 'load_avatar']
+           'make_trainer', 'training_device', 'train', 'available_device', 'load_avatar']
 
 # %% ../nbs/18_train.ipynb #05673dc4
 import math
+import os
+import sys
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from .files import atomic_write
 from .config import ConfigError, config_to_yaml, load_config
 from .body import load_body_model
 from .template import GaussianTemplate, build_template
@@ -27,7 +31,8 @@ from .losses import AvatarLoss, psnr
 
 from .run import (DatasetConfig, TrainConfig, RunConfig, load_run_config, CheckpointError,
                            AtomicCheckpointIO, read_checkpoint, template_state, template_from_state, StreamSampler,
-                           AvatarDataModule)
+                           AvatarDataModule, RunCSVLogger, RunFolderError, StopOnSignal, TrainingInterrupted,
+                           open_run_folder)
 
 # %% ../nbs/18_train.ipynb #08671438
 class TrainingError(RuntimeError):
@@ -104,6 +109,7 @@ class AvatarModule(L.LightningModule):
         object.__setattr__(self, "loss_fn", AvatarLoss(cfg.loss, lpips_fn))  # not a submodule: no frozen weights in checkpoints
         self.automatic_optimization = False
         self.batches_seen = 0
+        self.in_step = False  # between the first counter change of a step and its last: no checkpoint then
         self._bad, self._bad_start = None, (0, 0)  # on the device: [total, current run, longest run since checked]
         self.samples, self._val = None, []
         self._loss = compile_for_training(self.model, self.loss_fn, cfg.trainer.compile)
@@ -138,12 +144,14 @@ class AvatarModule(L.LightningModule):
         t, opt, sched = self.cfg.trainer, self.optimizers(), self.lr_schedulers()
         B = batch.target.image.shape[0]
         bg = backgrounds(t.background, self.cfg.seed, self.batches_seen, B, self.global_rank, self.trainer.world_size)
+        self.in_step = True
         self.batches_seen += 1
         loss, rgb, target = self.step_outputs(batch, bg.to(self.device))
         # after backward the gradients are averaged across processes: every process sees the same norm
         all_ok = ((lambda ok: self.trainer.strategy.reduce(ok.float(), reduce_op="min") > 0)
                   if self.trainer.world_size > 1 else None)  # all skip, or none
         bad = update_step(self.model, opt, sched, loss.total, t.grad_clip, self.manual_backward, all_ok)
+        self.in_step = False  # global_step counts this step from here on
         if self._bad is None: self._bad = torch.tensor([*self._bad_start, self._bad_start[1]], device=self.device)
         run = (self._bad[1] + 1) * bad
         self._bad = torch.stack([self._bad[0] + bad, run, torch.maximum(self._bad[2], run)])
@@ -185,7 +193,7 @@ class AvatarModule(L.LightningModule):
 
 # %% ../nbs/18_train.ipynb #88068dd9
 class LastCheckpoint(Callback):
-    "Write <dir>/last.ckpt every n steps, at the end of training and when training stops on an exception."
+    "Write <dir>/last.ckpt every n steps, at the end of training, and when training stops between two steps."
 
     def __init__(self, dirpath: str | Path, every: int):
         self.path, self.every = Path(dirpath) / "last.ckpt", every
@@ -197,11 +205,21 @@ class LastCheckpoint(Callback):
     def on_train_end(self, trainer, module): self._save(trainer)
 
     def on_exception(self, trainer, module, exception):
-        if trainer.global_step > 0: self._save(trainer)
+        # an error inside a step leaves the weights, optimiser and counters of different steps: keep the last
+        # consistent checkpoint then (the periodic one) rather than write a state no resume can continue exactly
+        if (trainer.global_step > getattr(self, "_start", 0) and not getattr(module, "in_step", False)
+                and not isinstance(exception, CheckpointError)): self._save(trainer)
+
+    def on_train_start(self, trainer, module): self._start = trainer.global_step  # resumed here: nothing new before
 
     def _save(self, trainer):
         trainer.save_checkpoint(self.path)
         self._saved = trainer.global_step
+
+    @property
+    def saved_step(self) -> int | None:
+        "The step of the last checkpoint this run wrote."
+        return getattr(self, "_saved", None)
 
 def sample_grid(target: Tensor, render: Tensor) -> np.ndarray:  # [n H, 3 W, 3] uint8
     "Rows of target | render | |error| x 4 for [n, 3, H, W] images in [0, 1]."
@@ -242,57 +260,100 @@ def resume_path(cfg: RunConfig) -> Path | None:
     if not p.is_file(): raise ConfigError(f"trainer.resume: checkpoint {p} does not exist")
     return p
 
-def make_trainer(cfg: RunConfig, out: Path, callbacks: list = (), **kw) -> L.Trainer:
+def make_trainer(cfg: RunConfig, out: Path, callbacks: list = (),
+                 resume_step: int | None = None, # the checkpoint's step when resuming: the log keeps the rows before it
+                 **kw) -> L.Trainer:
     "The Lightning Trainer of a run."
     t = cfg.trainer
     ckpt = out / "checkpoints"
     cbs = [LastCheckpoint(ckpt, t.checkpoint_every), SampleImages(out / "samples"), LearningRateMonitor()]
     if t.val_every: cbs.append(ModelCheckpoint(ckpt, filename="best", monitor="val/psnr", mode="max", save_top_k=1,
-                                               auto_insert_metric_name=False))
+                                               auto_insert_metric_name=False, enable_version_counter=False))
     strategy = "ddp" if t.strategy == "ddp" else "auto"
     return L.Trainer(
         max_steps=t.max_steps, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
         accelerator=t.accelerator, devices=t.devices, strategy=strategy,
         precision=t.precision, val_check_interval=t.val_every or None, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if t.val_every else 0, num_sanity_val_steps=0, log_every_n_steps=t.log_every,
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tb", version="")],
+        logger=[RunCSVLogger(out, name="logs", version="", keep_before=resume_step), TensorBoardLogger(out, name="tb", version="")],
         callbacks=cbs + list(callbacks), plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
         enable_checkpointing=True, default_root_dir=out, deterministic=False, **kw)
+
+def training_device(cfg: RunConfig) -> tuple[str, str]:  # (trainer.accelerator, device)
+    "The one device of a run: `device` and `trainer.accelerator` agree; `cuda` needs a CUDA machine."
+    acc, dev, cuda = cfg.trainer.accelerator, cfg.device, torch.cuda.is_available()
+    if dev.startswith("cuda"):
+        if acc == "cpu": raise ConfigError(f"device={dev} but trainer.accelerator=cpu: set both to the same device")
+        if not cuda: raise ConfigError(f"device={dev}: this machine has no CUDA device; set device=cpu")
+        return "gpu", dev
+    if dev != "cpu": return acc, dev  # another torch device: Lightning's accelerator decides
+    if acc == "gpu" or (acc == "auto" and cuda):
+        if not cuda: raise ConfigError("trainer.accelerator=gpu: this machine has no CUDA device; set it to cpu")
+        return "gpu", "cuda"
+    return "cpu", "cpu"
 
 def train(cfg: RunConfig, # the run (see `load_run_config`)
           callbacks: list = (), # more Lightning callbacks
           module_cls=None, # AvatarModule subclass to use (tests inject faults this way)
           **trainer_kw, # more `L.Trainer` arguments
          ) -> dict:
-    "Train a model as configured; returns paths and counters of the run."
+    "Train a model as configured; returns paths and counters of the run. SIGINT/SIGTERM: `TrainingInterrupted`."
+    stopper = StopOnSignal().install()  # first of all: from here on a signal stops the run between two steps
+    try: return _train(cfg, stopper, list(callbacks), module_cls, trainer_kw)
+    finally: stopper.restore()
+
+def _train(cfg: RunConfig, stopper: StopOnSignal, callbacks: list, module_cls, trainer_kw: dict) -> dict:
     out = Path(cfg.out)
     if cfg.trainer.threads: torch.set_num_threads(cfg.trainer.threads)
+    cfg.trainer.accelerator, cfg.device = training_device(cfg)  # the stored config says where it trained
     rpath = resume_path(cfg)
     resume = read_checkpoint(rpath) if rpath else None
-    tmpl = run_template(cfg, resume)
-    module = (module_cls or AvatarModule)(cfg, tmpl)  # the loss loads LPIPS as loss.lpips says
-    dm = AvatarDataModule(cfg, start=lambda: module.batches_seen)
-    trainer = make_trainer(cfg, out, callbacks, **trainer_kw)
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config_to_yaml(cfg))
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=rpath)
-    except SystemExit:  # Lightning exits after a Ctrl-C, once the callbacks have saved last.ckpt
-        if trainer.interrupted and trainer.is_global_zero:
-            print(f"training interrupted at step {trainer.global_step}; {out / 'checkpoints' / 'last.ckpt'} holds it: "
-                  f"continue with trainer.resume=last", flush=True)
-        raise
-    except torch.cuda.OutOfMemoryError as e:
-        raise TrainingError(f"GPU out of memory at trainer.batch_size={cfg.trainer.batch_size} and data.size="
-                            f"{cfg.data.size} (crop side, pixels): lower one of them (or template.k) "
-                            f"({str(e).splitlines()[0]})") from None
+    trainer = make_trainer(cfg, out, [stopper] + callbacks, resume_step=resume["global_step"] if resume else None,
+                           **trainer_kw)
+    # the first process checks, cleans and locks the folder before anything is written into it
+    with open_run_folder(cfg, resume) if trainer.is_global_zero else nullcontext():
+        dm = AvatarDataModule(cfg, start=lambda: module.batches_seen)
+        if trainer.is_global_zero: dm.prepare_data(); dm.setup("fit")  # dataset errors before any file is written
+        tmpl = run_template(cfg, resume)
+        module = (module_cls or AvatarModule)(cfg, tmpl)  # the loss loads LPIPS as loss.lpips says
+        if trainer.is_global_zero:
+            out.mkdir(parents=True, exist_ok=True)
+            with atomic_write(out / "config.yaml", "w") as f: f.write(config_to_yaml(cfg))
+        last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=rpath)
+        except TrainingInterrupted as e:  # before the first step: the checkpoint resumed from (if any) holds the run
+            raise TrainingInterrupted(e.signum, trainer.global_step, rpath) from None
+        except SystemExit:  # a second signal: Lightning exits at once
+            if trainer.is_global_zero:
+                print(f"training stopped at once at step {trainer.global_step}; " + (
+                      f"{last.path} holds step {last.saved_step}: continue with trainer.resume=last"
+                      if last.saved_step else "no checkpoint was written"), file=sys.stderr, flush=True)
+            raise
+        except torch.cuda.OutOfMemoryError as e:
+            raise TrainingError(f"GPU out of memory at trainer.batch_size={cfg.trainer.batch_size} and data.size="
+                                f"{cfg.data.size} (crop side, pixels): lower one of them (or template.k) "
+                                f"({str(e).splitlines()[0]})") from None
+    if stopper.stopped: raise TrainingInterrupted(stopper.signum, trainer.global_step, last.path)
     ck = out / "checkpoints"
-    return {"out": out, "last": ck / "last.ckpt", "best": (ck / "best.ckpt") if (ck / "best.ckpt").exists() else None,
+    best = next((Path(c.best_model_path) for c in trainer.checkpoint_callbacks
+                 if isinstance(c, ModelCheckpoint) and c.best_model_path), None)  # this run's best, never a stale file
+    return {"out": out, "last": ck / "last.ckpt", "best": best,
             "steps": trainer.global_step, "batches_seen": module.batches_seen, "bad_steps": module.bad_total,
             "interrupted": trainer.interrupted, "module": module, "trainer": trainer}
 
+
 # %% ../nbs/18_train.ipynb #3cede935
+def available_device(device: str, # the device asked for (a run's stored `device`, or --device)
+                     where: str = "the checkpoint", # what asked for it, for the note
+                    ) -> str:
+    "`device` when this machine has it; a checkpoint trained on CUDA evaluates on the CPU elsewhere (with a note)."
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        print(f"{where} asks for device {device}; this machine has no CUDA device: using cpu (--device cpu)",
+              file=sys.stderr, flush=True)
+        return "cpu"
+    return str(device)
+
 def load_avatar(path: str | Path, # a checkpoint written by `train`
                 device: str | torch.device = "cpu",
                ) -> tuple[AvatarModel, RunConfig]:
