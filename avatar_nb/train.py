@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TrainingError', 'lr_lambda', 'backgrounds', 'all_processes', 'compile_for_training', 'pair_loss', 'AvatarModule',
-           'LastCheckpoint', 'sample_grid', 'SampleImages', 'AvatarDDP', 'run_template', 'resume_path', 'make_trainer',
-           'train', 'load_avatar']
+           'LastCheckpoint', 'sample_grid', 'SampleImages', 'run_template', 'resume_path', 'make_trainer', 'train',
+           'AvatarDDP', 'load_avatar']
 
 # %% ../nbs/18_train.ipynb #05673dc4
 import math
@@ -27,7 +27,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from .config import ConfigError, config_to_yaml, load_config
 from .body import load_body_model
 from .template import GaussianTemplate, build_template
-from .model import AvatarModel, composite, render_pair
+from .model import AvatarModel, camera_vertices, composite, render_pair
+from .sampling import pick_zbuffer_stride
 from .losses import AvatarLoss, psnr
 
 from .run import (DatasetConfig, TrainConfig, RunConfig, load_run_config, CheckpointError,
@@ -53,12 +54,12 @@ def backgrounds(kind: str, seed: int, step: int, batch: int, rank: int = 0, worl
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.rand(world * batch, 3, generator=g)[rank * batch:(rank + 1) * batch]
 
-def all_processes(x: Tensor, op: Literal["mean", "min"] = "mean") -> Tensor:
+def all_processes(x: Tensor, op: Literal["mean", "min", "max"] = "mean") -> Tensor:
     "`x` reduced over the processes of a DDP run (`x` itself in one process): one collective, no host wait on GPUs."
     # Lightning's `strategy.reduce` puts a barrier (a device sync) before its all-reduce
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x
     x = x.clone()  # gloo has no average: sum, then divide
-    dist.all_reduce(x, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    dist.all_reduce(x, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}.get(op, dist.ReduceOp.SUM))
     return x / dist.get_world_size() if op == "mean" else x
 
 # %% ../nbs/18_train.ipynb #913357f3
@@ -116,6 +117,15 @@ class AvatarModule(L.LightningModule):
         "Render a batch and compute the loss terms."
         return pair_loss(self.model, self._loss, batch, bg)
 
+    def fix_zbuffer_stride(self, batch):
+        "Pick the sampler's z-buffer stride once, from the first batch (the coarsest pick of all processes), and keep it."
+        # picked per batch, it cost a host read every step, and each DDP process picked from its own slice
+        src, m = batch.source, self.model
+        with torch.no_grad():
+            x2d = m.localiser(camera_vertices(src)[:, 0].float(), src.K[:, 0].float(), check=False).x2d
+            pick = pick_zbuffer_stride(x2d, tuple(src.image.shape[-2:]), 1 << int(math.log2(m.stride)))
+        m.sampler.zbuffer_stride = int(all_processes(torch.tensor([float(pick)], device=self.device), "max").item())
+
     def check_bad_steps(self, log: bool = True):
         "Raise `TrainingError` if `max_bad_steps` steps in a row were skipped since the last check (one host read)."
         if self._bad is None: return
@@ -131,6 +141,7 @@ class AvatarModule(L.LightningModule):
         B = batch.target.image.shape[0]
         bg = backgrounds(t.background, self.cfg.seed, self.batches_seen, B, self.global_rank, self.trainer.world_size)
         self.batches_seen += 1
+        if self.model.sampler.zbuffer_stride is None: self.fix_zbuffer_stride(batch)
         loss, rgb, target = self.step_outputs(batch, bg.to(self.device))
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss.total)
@@ -176,13 +187,15 @@ class AvatarModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         checkpoint["avatar_nb"] = {"config": config_to_yaml(self.cfg), "template": template_state(self.template),
                                    "batches_seen": self.batches_seen, "bad_total": self.bad_total,
-                                   "bad_in_a_row": self.bad_in_a_row, "torch_rng": torch.get_rng_state()}
+                                   "bad_in_a_row": self.bad_in_a_row, "torch_rng": torch.get_rng_state(),
+                                   "zbuffer_stride": self.model.sampler.zbuffer_stride}
 
     def on_load_checkpoint(self, checkpoint):
         s = checkpoint["avatar_nb"]
         self.batches_seen, self._bad = int(s["batches_seen"]), None
         self._bad_start = (int(s["bad_total"]), int(s["bad_in_a_row"]))
         torch.set_rng_state(s["torch_rng"])
+        if s.get("zbuffer_stride") is not None: self.model.sampler.zbuffer_stride = int(s["zbuffer_stride"])
 
 # %% ../nbs/18_train.ipynb #88068dd9
 class LastCheckpoint(Callback):
@@ -225,30 +238,6 @@ class SampleImages(Callback):
         Image.fromarray(grid).save(self.dir / f"step_{step:06d}.png")
         for lg in trainer.loggers:
             if isinstance(lg, TensorBoardLogger): lg.experiment.add_image("samples", grid, step, dataformats="HWC")
-
-# %% ../nbs/18_train.ipynb #248e819c
-class AvatarDDP(DDPStrategy):
-    "Lightning's DDP for this model: constant buffers not re-sent, gradients as bucket views, no device sync per step."
-
-    def __init__(self, sync_every: int = 1, # steps between the SIGTERM checks (each one a device sync)
-                 **kw): # more `DDPStrategy` / `DistributedDataParallel` arguments (these two can be overridden)
-        super().__init__(**{"broadcast_buffers": False, "gradient_as_bucket_view": True, **kw})
-        self.sync_every = sync_every
-
-    def _setup_model(self, model: torch.nn.Module) -> DistributedDataParallel:
-        # on the current stream (Lightning uses a side stream): the gradient accumulators live where backward runs
-        return DistributedDataParallel(module=model, device_ids=self.determine_ddp_device_ids(), **self._ddp_kwargs)
-
-    def setup(self, trainer: L.Trainer):
-        super().setup(trainer)
-        loop = trainer.fit_loop.epoch_loop
-        check = getattr(loop, "_broadcast_sigterm_tensor", None)  # Lightning >= 2.5: before every step
-        if check is not None and self.sync_every > 1:
-            loop._broadcast_sigterm_tensor = partial(_sigterm_every, trainer, check, self.sync_every)
-
-def _sigterm_every(trainer, check, every: int):
-    "Lightning's SIGTERM agreement, on the steps every process reaches together (multiples of `every`)."
-    if trainer.global_step % every == 0: check()
 
 # %% ../nbs/18_train.ipynb #95697142
 def run_template(cfg: RunConfig, resume: dict | None = None) -> GaussianTemplate:
@@ -316,6 +305,30 @@ def train(cfg: RunConfig, # the run (see `load_run_config`)
     return {"out": out, "last": ck / "last.ckpt", "best": (ck / "best.ckpt") if (ck / "best.ckpt").exists() else None,
             "steps": trainer.global_step, "batches_seen": module.batches_seen, "bad_steps": module.bad_total,
             "interrupted": trainer.interrupted, "module": module, "trainer": trainer}
+
+# %% ../nbs/18_train.ipynb #248e819c
+class AvatarDDP(DDPStrategy):
+    "Lightning's DDP for this model: constant buffers not re-sent, gradients as bucket views, no device sync per step."
+
+    def __init__(self, sync_every: int = 1, # steps between the SIGTERM checks (each one a device sync)
+                 **kw): # more `DDPStrategy` / `DistributedDataParallel` arguments (these two can be overridden)
+        super().__init__(**{"broadcast_buffers": False, "gradient_as_bucket_view": True, **kw})
+        self.sync_every = sync_every
+
+    def _setup_model(self, model: torch.nn.Module) -> DistributedDataParallel:
+        # on the current stream (Lightning uses a side stream): the gradient accumulators live where backward runs
+        return DistributedDataParallel(module=model, device_ids=self.determine_ddp_device_ids(), **self._ddp_kwargs)
+
+    def setup(self, trainer: L.Trainer):
+        super().setup(trainer)
+        loop = trainer.fit_loop.epoch_loop
+        check = getattr(loop, "_broadcast_sigterm_tensor", None)  # Lightning >= 2.5: before every step
+        if check is not None and self.sync_every > 1:
+            loop._broadcast_sigterm_tensor = partial(_sigterm_every, trainer, check, self.sync_every)
+
+def _sigterm_every(trainer, check, every: int):
+    "Lightning's SIGTERM agreement, on the steps every process reaches together (multiples of `every`)."
+    if trainer.global_step % every == 0: check()
 
 # %% ../nbs/18_train.ipynb #3cede935
 def load_avatar(path: str | Path, # a checkpoint written by `train`
