@@ -191,7 +191,8 @@ def occlusion_penalty(alpha: Tensor, # [B, 1, H, W] rendered alpha
         inside = (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H) & (means[..., 2] > 0)
         uv = torch.where(inside[..., None], uv, torch.zeros_like(uv))  # points far outside read nothing
         on_bg = sample_map(bg, uv, (H, W))[..., 0] * inside  # [B, N]
-    return (alpha * bg).mean() + (opacity * on_bg).sum() / inside.sum().clamp_min(1)
+    # per item, then the batch mean: N processes x batch B average to the value of one batch of N B
+    return (alpha * bg).mean() + ((opacity * on_bg).sum(-1) / inside.sum(-1).clamp_min(1)).mean()
 
 def scale_penalty(scales: Tensor, # [B, N, 3] scales, metres (> 0)
                   min_scale: float, max_scale: float, # bounds, metres
