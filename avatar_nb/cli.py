@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--size", type=int, default=256, help="image size, pixels")
     sy.add_argument("--monocular", action="store_true", help="add a moving monocular camera")
     sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--body-noise", type=float, default=0.0, metavar="DEG",
+                    help="store bodies with this rotation error per joint (std, degrees); the images show the true poses")
+    sy.add_argument("--transl-noise", type=float, default=0.0, metavar="M", help="store bodies with this translation error (std, metres)")
     sy.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     pp = sub.add_parser("preprocess", help="run NLF over a folder of frames and write a dataset")
     pp.add_argument("--images", required=True, help="folder of frames (.png/.jpg), sorted by name")
@@ -253,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "synth":
             from avatar_nb.synth import SynthConfig, generate_dataset
             sc = SynthConfig(identities=args.identities, poses=args.poses, views=args.views, size=args.size,
-                             monocular=args.monocular, seed=args.seed)
+                             monocular=args.monocular, seed=args.seed,
+                             body_noise=args.body_noise, transl_noise=args.transl_noise)
             s = generate_dataset(args.out, sc, overwrite=args.overwrite)
             print(f"avatar_nb synth -> {Path(args.out).resolve()}")
             print(json.dumps(s, indent=1, default=str))

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SPLIT_ORDER', 'camera_rays', 'View', 'PosedScene', 'ring_camera', 'background_image', 'render_person', 'SynthConfig',
-           'split_plan', 'generate_dataset']
+           'split_plan', 'perturb_bodies', 'generate_dataset']
 
 # %% ../nbs/07_synth.ipynb #6c0afc99
 import json
@@ -20,18 +20,23 @@ import numpy as np
 import torch
 
 from . import __version__
-from .body import AnnyBody
-from .localise import intrinsics, look_at
+from .body import AnnyBody, anny_bone, axis_angle_to_matrix
+from .localise import intrinsics, look_at, matrix_to_quat
 from .people import REGIONS, Outfit, Person, dress, pose_vector, sample_person, select_poses
 
 # %% ../nbs/07_synth.ipynb #769a74ec
 def camera_rays(K: np.ndarray, # [3, 3] intrinsics, pixels
                 viewmat: np.ndarray, # [4, 4] world-to-camera (OpenCV axes)
                 width: int, height: int, # image size, pixels
-               ) -> tuple[np.ndarray, np.ndarray]:  # origins [H*W, 3], unit directions [H*W, 3]; world, row-major
-    "The ray through every pixel centre."
-    j, i = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
-    pix = np.stack([i, j, np.ones_like(i)], -1).reshape(-1, 3)
+                samples: int = 1, # rays per pixel side: samples x samples on a regular sub-pixel grid; 1 = the centre
+               ) -> tuple[np.ndarray, np.ndarray]:  # origins [H*W*s*s, 3], unit directions [H*W*s*s, 3]; world, row-major, a pixel's rays together
+    "The rays through every pixel: its centre, or a regular grid of `samples` x `samples` points inside it."
+    sub = (np.arange(samples) + 0.5) / samples  # sub-pixel positions in [0, 1)
+    j, i = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    sj, si = np.meshgrid(sub, sub, indexing="ij")
+    x = (i.reshape(-1, 1) + si.reshape(1, -1)).reshape(-1)
+    y = (j.reshape(-1, 1) + sj.reshape(1, -1)).reshape(-1)
+    pix = np.stack([x, y, np.ones_like(x)], -1)
     cam_to_world = np.linalg.inv(viewmat)
     d = pix @ np.linalg.inv(K).T @ cam_to_world[:3, :3].T
     d /= np.linalg.norm(d, axis=1, keepdims=True)
@@ -40,8 +45,9 @@ def camera_rays(K: np.ndarray, # [3, 3] intrinsics, pixels
 @dataclass
 class View:
     "One rendered image."
-    rgb: np.ndarray  # [H, W, 3] uint8
-    mask: np.ndarray  # [H, W] bool, True where the pixel's ray hits the body
+    rgb: np.ndarray  # [H, W, 3] uint8, each pixel the mean of its rays
+    mask: np.ndarray  # [H, W] bool, True where at least half of the pixel's rays hit the body
+    coverage: np.ndarray  # [H, W] float in [0, 1]: the share of the pixel's rays that hit the body
 
 class PosedScene:
     "A posed mesh with its ray-casting acceleration structure, rendered from any number of cameras."
@@ -61,10 +67,11 @@ class PosedScene:
                background: np.ndarray, # [H, W, 3] RGB in [0, 1]
                light: tuple = (0.3, 1.0, 0.5), # direction towards the light, world frame
                ambient: float = 0.4, # light reaching every surface
+               samples: int = 1, # rays per pixel side (samples^2 rays a pixel, averaged as a camera's pixel integrates light)
               ) -> View:
-        "Shade the first hit of every pixel's ray; background elsewhere."
+        "Shade the first hit of every ray; background elsewhere; each pixel the mean of its rays."
         from trimesh.triangles import points_to_barycentric
-        o, d = camera_rays(K, viewmat, width, height)
+        o, d = camera_rays(K, viewmat, width, height, samples)
         tri, ray, loc = self.caster.intersects_id(o, d, multiple_hits=False, return_locations=True)
         bary = np.clip(points_to_barycentric(self.mesh.triangles[tri], loc), 0, 1)
         bary /= bary.sum(1, keepdims=True)
@@ -72,12 +79,15 @@ class PosedScene:
         n /= np.linalg.norm(n, axis=1, keepdims=True).clip(1e-12)
         n *= -np.sign((n * d[ray]).sum(1, keepdims=True) + 1e-12)
         lit = ambient + (1 - ambient) * np.clip(n @ (np.array(light) / np.linalg.norm(light)), 0, None)
-        img = background.reshape(-1, 3).copy()
+        S = samples * samples
+        img = np.repeat(background.reshape(-1, 3), S, 0)
         img[ray] = outfit.albedo(tri, bary) * lit[:, None]
-        mask = np.zeros(width * height, bool)
-        mask[ray] = True
-        return View(rgb=np.round(img.clip(0, 1) * 255).astype(np.uint8).reshape(height, width, 3),
-                    mask=mask.reshape(height, width))
+        hit = np.zeros(width * height * S)
+        hit[ray] = 1.0
+        cover = hit.reshape(height, width, S).mean(-1)
+        return View(rgb=np.round(img.reshape(height, width, S, 3).mean(2).clip(0, 1) * 255).astype(np.uint8),
+                    mask=cover >= 0.5, coverage=cover)
+
 
 # %% ../nbs/07_synth.ipynb #7c381249
 def ring_camera(angle_degrees: float, # position on the ring: 0 = in front of the person (+z), 90 = at their left (+x)
@@ -106,6 +116,7 @@ def render_person(body: AnnyBody, person: Person,
                   pose: dict, # {bone: (rx, ry, rz)} degrees, body axes (see `people.pose_vector`)
                   cameras: list, # dicts with K, viewmat, width, height, as `ring_camera` makes them
                   background: tuple = (1.0, 1.0, 1.0), # RGB in [0, 1]
+                  samples: int = 1, # rays per pixel side
                   **shading, # light, ambient: see `PosedScene.render`
                  ) -> tuple[list, np.ndarray]:  # one View per camera; posed vertices [V, 3], world, metres
     "One person in one pose, feet on the floor, seen by some cameras."
@@ -116,7 +127,8 @@ def render_person(body: AnnyBody, person: Person,
     v[:, 1] -= v[:, 1].min()
     scene = PosedScene(v, outfit.faces)
     return [scene.render(outfit, c["K"], c["viewmat"], c["width"], c["height"],
-                         background_image(c["width"], c["height"], background), **shading) for c in cameras], v
+                         background_image(c["width"], c["height"], background),
+                         samples=samples, **shading) for c in cameras], v
 
 # %% ../nbs/07_synth.ipynb #07fb98df
 @dataclass
@@ -140,6 +152,9 @@ class SynthConfig:
     background_bottom: tuple | None = None  # RGB at the bottom for a vertical gradient; None for a plain colour
     light: tuple = (0.3, 1.0, 0.5)  # direction towards the light, world frame (y up)
     ambient: float = 0.4  # share of the light that reaches every surface
+    samples: int = 2  # rays per pixel side (samples^2 averaged a pixel; masks store the covered fraction); 1 = aliased
+    body_noise: float = 0.0  # stored bodies only: rotation error of every joint but the root, std in degrees
+    transl_noise: float = 0.0  # stored bodies only: translation error, std per axis in metres
 
     def check(self):
         "Raise ValueError naming the first field out of range."
@@ -149,6 +164,9 @@ class SynthConfig:
         for k in ("test_poses", "test_views", "test_identities"):
             if getattr(self, k) < 0: raise ValueError(f"synth.{k} must be >= 0, got {getattr(self, k)}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"synth.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if int(self.samples) < 1: raise ValueError(f"synth.samples must be >= 1 (rays per pixel side), got {self.samples}")
+        for k in ("body_noise", "transl_noise"):
+            if not getattr(self, k) >= 0: raise ValueError(f"synth.{k} must be >= 0, got {getattr(self, k)}")
 
 # %% ../nbs/07_synth.ipynb #51374b92
 def split_plan(cfg: SynthConfig) -> dict:
@@ -182,6 +200,34 @@ def _move_into_place(tmp: Path, root: Path):
     os.replace(tmp, root)
     if old is not None: shutil.rmtree(old)
 
+# %% ../nbs/07_synth.ipynb #4ba596a4
+def _aa_to_quat(aa: torch.Tensor) -> torch.Tensor:  # [..., 3] radians -> [..., 4] unit wxyz
+    return matrix_to_quat(axis_angle_to_matrix(aa))
+
+def _quat_to_aa(q: torch.Tensor) -> torch.Tensor:  # [..., 4] unit wxyz -> [..., 3] radians, angle in [0, pi]
+    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
+    v = q[..., 1:]
+    s = v.norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(s, q[..., :1])
+    return torch.where(s > 1e-12, v * angle / s.clamp_min(1e-12), 2 * v)
+
+def perturb_bodies(pose: torch.Tensor, # [F, J, 3] axis-angle per joint, radians (Anny's `pose`)
+                   transl: torch.Tensor, # [F, 3] metres
+                   degrees: float, # std of every axis-angle component of each joint's error, degrees
+                   metres: float, # std of the translation error per axis, metres
+                   rng: np.random.Generator, # the seeded generator
+                   keep: tuple = (0,), # joints without error (the root)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:  # perturbed pose [F, J, 3], transl [F, 3]
+    "Bodies with seeded fit error: each joint's rotation followed by a small random one, and a shifted translation."
+    F_, J = pose.shape[:2]
+    eps = torch.from_numpy(rng.normal(0.0, math.radians(degrees), (F_, J, 3))).to(torch.float64)
+    eps[:, list(keep)] = 0
+    R = axis_angle_to_matrix(pose.double()) @ axis_angle_to_matrix(eps)
+    noisy = _quat_to_aa(matrix_to_quat(R)).to(pose.dtype)
+    shift = torch.from_numpy(rng.normal(0.0, metres, (F_, 3))).to(transl.dtype)
+    return noisy, transl + shift
+
+
 # %% ../nbs/07_synth.ipynb #2847a3fa
 SPLIT_ORDER = ("train", "val", "test_view", "test_pose", "test_identity")
 
@@ -205,6 +251,7 @@ def generate_dataset(root: str | Path, # dataset folder to create
     held_cams = {f"cam_{c:02d}" for c in plan["held_views"]}
     bg = background_image(cfg.size, cfg.size, cfg.background, cfg.background_bottom)
     rng = np.random.default_rng([cfg.seed, 0])
+    noise_rng, errors = np.random.default_rng([cfg.seed, 2]), []
     people = [sample_person(rng) for _ in range(cfg.identities)]
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
@@ -217,23 +264,33 @@ def generate_dataset(root: str | Path, # dataset folder to create
                 verts = body(pose=P, phenotype=torch.tensor([person.phenotype] * len(poses))).vertices.double().numpy()
             lift = -verts[:, :, 1].min(1)  # feet on the floor
             verts[:, :, 1] += lift[:, None]
+            T = torch.tensor(np.stack([np.zeros_like(lift), lift, np.zeros_like(lift)], 1), dtype=torch.float32)
+            P_store, T_store, v_store = P, T, verts
+            if cfg.body_noise > 0 or cfg.transl_noise > 0:  # render the truth, store bodies with fit error
+                P_store, T_store = perturb_bodies(P, T, cfg.body_noise, cfg.transl_noise, noise_rng,
+                                                  keep=(anny_bone(body, "root"),))
+                with torch.no_grad():
+                    v_store = body(pose=P_store, phenotype=torch.tensor([person.phenotype] * len(poses)),
+                                   transl=T_store).vertices.double().numpy()
+            errors.append(np.linalg.norm(v_store - verts, axis=-1).mean(1))
             for i, (name, _) in enumerate(poses):
                 fid = f"{k * len(poses) + i:06d}"
                 scene = PosedScene(verts[i], outfit.faces)
                 cams = dict(ring)
                 if cfg.monocular: cams[f"mono_{fid}"] = ring_camera(360 * (i + 0.5) / len(poses), *cam_args)
                 for cname, cam in cams.items():
-                    view = scene.render(outfit, cam["K"], cam["viewmat"], cfg.size, cfg.size, bg, cfg.light, cfg.ambient)
+                    view = scene.render(outfit, cam["K"], cam["viewmat"], cfg.size, cfg.size, bg, cfg.light, cfg.ambient,
+                                        cfg.samples)
                     _save_png(tmp / "images" / cname / f"{fid}.png", view.rgb)
-                    _save_png(tmp / "masks" / cname / f"{fid}.png", view.mask.astype(np.uint8) * 255)
+                    _save_png(tmp / "masks" / cname / f"{fid}.png", np.round(view.coverage * 255).astype(np.uint8))
                     held_view = cname.startswith("cam_") and (cfg.monocular or cname in held_cams)
                     s = _split(k in plan["held_identities"], i >= len(train), held_view)
                     splits.setdefault(s, []).append([fid, cname])
                     cameras[cname] = {"K": cam["K"].tolist(), "viewmat": cam["viewmat"].tolist(),
                                       "width": cfg.size, "height": cfg.size}
                 frames[fid] = {"identity": k, "pose": name}
-                for key, val in (("frame", fid), ("identity", k), ("vertices", verts[i]), ("pose", P[i].numpy()),
-                                 ("phenotype", person.phenotype), ("transl", [0.0, lift[i], 0.0])):
+                for key, val in (("frame", fid), ("identity", k), ("vertices", v_store[i]), ("pose", P_store[i].numpy()),
+                                 ("phenotype", person.phenotype), ("transl", T_store[i].numpy())):
                     arrays[key].append(val)
         tr = splits.pop("train", [])
         n_val = min(round(cfg.val_fraction * len(tr)), max(len(tr) - 1, 0))
@@ -244,10 +301,14 @@ def generate_dataset(root: str | Path, # dataset folder to create
                  **{k: np.array(arrays[k], np.float32) for k in ("vertices", "pose", "phenotype", "transl")})
         (tmp / "cameras.json").write_text(json.dumps(cameras, indent=1))
         (tmp / "splits.json").write_text(json.dumps(splits))
-        meta = {"format": "avatar_nb-dataset", "version": 1, "body_model": "anny", "source": "synthetic", "masks": "exact",
+        meta = {"format": "avatar_nb-dataset", "version": 1, "body_model": "anny", "source": "synthetic",
+                "masks": "exact" if cfg.samples == 1 else "coverage",
                 "generator": "avatar_nb.synth", "avatar_nb": __version__, "config": asdict(cfg), "regions": list(REGIONS),
                 "poses": {n: {"held_out": i >= len(train), "rotations_degrees_body_axes": p} for i, (n, p) in enumerate(poses)},
-                "frames": frames, "people": [asdict(p) for p in people]}
+                "frames": frames, "people": [asdict(p) for p in people],
+                "body_error": {"rotation_std_degrees": cfg.body_noise, "transl_std_m": cfg.transl_noise,
+                               "mean_vertex_error_cm": round(100 * float(np.concatenate(errors).mean()), 4),
+                               "rendered": "true poses", "stored": "bodies with this error"}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _move_into_place(tmp, root)
     except BaseException:
