@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['POSE_KEYS', 'AnnyRig', 'bake_anny', 'save_rig', 'load_rig', 'GaussianResiduals', 'FitError', 'BodyCorrection',
-           'FitConfig', 'body_correction', 'Fit', 'fit_avatar', 'fused_decode', 'evaluate_avatar', 'refit_bodies',
-           'body_error_cm', 'run_fit', 'evaluate_avatar_file', 'run_avatar_eval', 'run_avatar_export']
+           'FitConfig', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar', 'refit_bodies', 'body_error_cm',
+           'fused_decode', 'run_fit', 'evaluate_avatar_file', 'run_avatar_eval', 'run_avatar_export']
 
-# %% ../nbs/18a_fit.ipynb #e96eca3a
+# %% ../nbs/18a_fit.ipynb #4449faa6
 import math
 import os
 import time
@@ -32,7 +32,7 @@ from .pairs import AvatarDataset, DataConfig
 from .render import RenderError
 from .template import GaussianTemplate
 
-# %% ../nbs/18a_fit.ipynb #5f327d1d
+# %% ../nbs/18a_fit.ipynb #2205e5c5
 class AnnyRig(nn.Module):
     "One person's Anny body baked to plain tensors: linear blend skinning of a fixed phenotype, posed by Anny's `pose`."
 
@@ -105,7 +105,7 @@ def load_rig(path: str | Path) -> AnnyRig:
     return AnnyRig(b["rest_vertices"], b["bone_index"], b["bone_weight"], s["parents"], b["local"], b["rest_inverse"],
                    b["reference"], b["to_body"])
 
-# %% ../nbs/18a_fit.ipynb #f4306e2f
+# %% ../nbs/18a_fit.ipynb #51f1a960
 def _atomic_save(obj, path: Path):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
@@ -127,7 +127,7 @@ def load_rig(path: str | Path) -> AnnyRig:
     return AnnyRig(b["rest_vertices"], b["bone_index"], b["bone_weight"], s["parents"], b["local"], b["rest_inverse"],
                    b["reference"], b["to_body"])
 
-# %% ../nbs/18a_fit.ipynb #13ffb3e5
+# %% ../nbs/18a_fit.ipynb #534bc947
 def _aa_quat(v: Tensor) -> Tensor:  # [..., 3] radians -> [..., 4] unit wxyz, smooth at 0
     theta = (v * v).sum(-1, keepdim=True).add(1e-20).sqrt()
     return torch.cat([torch.cos(theta / 2), 0.5 * torch.sinc(theta / (2 * math.pi)) * v], -1)
@@ -156,7 +156,7 @@ class GaussianResiduals(nn.Module):
         return DecodedGaussians(rotation=rot, scale=scale, opacity=torch.sigmoid(logit.clamp(-12, 12)),
                                 sh=self.base_sh + self.sh, offset=off)
 
-# %% ../nbs/18a_fit.ipynb #afa768a4
+# %% ../nbs/18a_fit.ipynb #2669c379
 POSE_KEYS = {"anny": ("pose",), "smplx": ("global_orient", "body_pose"), "smpl": ("global_orient", "body_pose")}
 
 class FitError(ValueError):
@@ -210,7 +210,7 @@ class BodyCorrection(nn.Module):
         d2 = (vertices - self.stored[rows]).square().sum(-1) * 1e4
         return (self.trust[rows] * d2).mean()
 
-# %% ../nbs/18a_fit.ipynb #d786b730
+# %% ../nbs/18a_fit.ipynb #1045e54e
 @dataclass
 class FitConfig:
     "Settings of the per-person fit."
@@ -236,7 +236,7 @@ class FitConfig:
     seed: int = 0
     progress: bool = True  # progress bar
 
-# %% ../nbs/18a_fit.ipynb #4135314c
+# %% ../nbs/18a_fit.ipynb #772ec349
 def _views(index: DatasetIndex, split: str, identity: int | None, size: int):
     "Every image of one person in a split, as person crops in memory."
     ds = AvatarDataset(index, split, DataConfig(size=size, augment=False, source_split=split))
@@ -271,17 +271,21 @@ def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows
         ph = params.pop("phenotype")
         if not torch.allclose(ph, ph[:1].expand_as(ph)): raise FitError("one Anny phenotype per person is expected")
         if not isinstance(body, AnnyRig): body = bake_anny(body if isinstance(body, AnnyBody) else AnnyBody(), ph[0])
-        with torch.no_grad(): v0 = body(params["pose"], params["transl"])
+        with torch.no_grad():  # the rig may sit on a GPU from an earlier fit
+            dev = body.rest_vertices.device
+            v0 = body(params["pose"].to(dev), params["transl"].to(dev)).cpu()
     else:
         if body is None: raise FitError(f"pose correction of {index.body_model} bodies needs the body model (body=...)")
-        with torch.no_grad(): v0 = body(**params).vertices
+        with torch.no_grad():
+            dev = body.rest_vertices.device
+            v0 = body(**{k: x.to(dev) for k, x in params.items()}).vertices.cpu()
     if b2w is not None: v0 = transform_points(b2w.float(), v0)
     if verts is not None and (v0 - torch.from_numpy(verts)).norm(dim=-1).mean() > 0.005:
         raise FitError(f"{index.root}/bodies.npz: the stored parameters do not reproduce the stored vertices "
                        f"(mean {100 * float((v0 - torch.from_numpy(verts)).norm(dim=-1).mean()):.1f} cm apart); use body=rigid")
     return BodyCorrection("params", v0 if verts is None else torch.from_numpy(verts), body, params, index.body_model, b2w)
 
-# %% ../nbs/18a_fit.ipynb #7362d3b0
+# %% ../nbs/18a_fit.ipynb #c0d3cc27
 def _rigid4(aa: Tensor, t: Tensor) -> Tensor:  # [C, 3], [C, 3] -> [C, 4, 4]
     M = torch.eye(4, dtype=aa.dtype, device=aa.device).repeat(len(aa), 1, 1)
     M[:, :3, :3], M[:, :3, 3] = axis_angle_to_matrix(aa), t
@@ -418,41 +422,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     if state_path is not None: state_path.unlink(missing_ok=True)  # done: the avatar is the result
     return a
 
-# %% ../nbs/18a_fit.ipynb #01e12ea9
-def fused_decode(model, # a trained AvatarModel
-                 images: Tensor, # [R, 3, H, W] the person's views, RGB in [0, 1] (crops, H and W multiples of the stride)
-                 vertices: Tensor, # [R, V, 3] their bodies in each view's camera frame, metres
-                 K: Tensor, # [R, 3, 3] intrinsics of the crops, pixels
-                 best: int | None = None, # per Gaussian, only its `best` views by visibility; None: every view that sees it
-                 chunk: int = 8, # views encoded at once
-                ) -> DecodedGaussians:  # [1, N, ...] face-local attributes of the person
-    "Decode one person from many views: identity code over all of them, each Gaussian's local feature and colour over the views that see it."
-    R, (H, W) = images.shape[0], images.shape[-2:]
-    feats, cols, score, pts = [], [], [], []
-    with torch.no_grad():
-        for i in range(0, R, chunk):
-            img, v, k = images[i:i + chunk], vertices[i:i + chunk], K[i:i + chunk]
-            f = model.image_encoder(img)
-            loc = model.localiser(v, k, check=False)
-            s = model.sampler(f, loc.x2d, loc.depth, (H, W))
-            normal = loc.frames[:, model.localiser.face_idx, :, 2]  # [b, N, 3] face normals, camera frame
-            facing = (-(normal * F.normalize(loc.x3d, dim=-1)).sum(-1)).abs()  # 1 when seen head-on
-            feats.append(s.features); cols.append(colour_hint(img, loc.x2d, s.visible))
-            score.append(s.visible.float() * (0.1 + facing)); pts.append(project(v, k))
-            zf = f if i == 0 else torch.cat([zf, f])
-        w = torch.cat(score)  # [R, N]
-        if best is not None and best < R:
-            keep = torch.zeros_like(w).scatter_(0, w.topk(best, 0).indices, 1.0)
-            w = w * keep
-        seen = w.sum(0) > 0
-        w = torch.where(seen[None], w, torch.ones_like(w))  # never seen: the plain mean
-        w = w / w.sum(0, keepdim=True)
-        fused = (torch.cat(feats) * w[..., None]).sum(0, keepdim=True)
-        hint = (torch.cat(cols) * w[..., None]).sum(0, keepdim=True)
-        z_id = model.identity_encoder(zf[None], torch.cat(pts)[None], (H, W))
-        return model.decoder(z_id, fused, hint if model.cfg.colour_hint else None)
-
-# %% ../nbs/18a_fit.ipynb #065f9f0d
+# %% ../nbs/18a_fit.ipynb #06f48ca1
 def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
                     bodies: dict | None = None, # frame id -> [V, 3] world body; None: the dataset's stored bodies
                     background: tuple = (1.0, 1.0, 1.0), box_margin: float = 0.05, device: str = "cpu",
@@ -491,7 +461,41 @@ def body_error_cm(a: Avatar, truth: dict) -> float:  # mean vertex distance, cm
     "Mean vertex distance between the avatar's bodies and true bodies (frame id -> [V, 3])."
     return float(np.mean([np.linalg.norm(a.vertices[i] - truth[f], axis=-1).mean() for i, f in enumerate(a.frames)])) * 100
 
-# %% ../nbs/18a_fit.ipynb #2379f6ef
+# %% ../nbs/18a_fit.ipynb #be52b184
+def fused_decode(model, # a trained AvatarModel
+                 images: Tensor, # [R, 3, H, W] the person's views, RGB in [0, 1] (crops, H and W multiples of the stride)
+                 vertices: Tensor, # [R, V, 3] their bodies in each view's camera frame, metres
+                 K: Tensor, # [R, 3, 3] intrinsics of the crops, pixels
+                 best: int | None = None, # per Gaussian, only its `best` views by visibility; None: every view that sees it
+                 chunk: int = 8, # views encoded at once
+                ) -> DecodedGaussians:  # [1, N, ...] face-local attributes of the person
+    "Decode one person from many views: identity code over all of them, each Gaussian's local feature and colour over the views that see it."
+    R, (H, W) = images.shape[0], images.shape[-2:]
+    feats, cols, score, pts = [], [], [], []
+    with torch.no_grad():
+        for i in range(0, R, chunk):
+            img, v, k = images[i:i + chunk], vertices[i:i + chunk], K[i:i + chunk]
+            f = model.image_encoder(img)
+            loc = model.localiser(v, k, check=False)
+            s = model.sampler(f, loc.x2d, loc.depth, (H, W))
+            normal = loc.frames[:, model.localiser.face_idx, :, 2]  # [b, N, 3] face normals, camera frame
+            facing = (-(normal * F.normalize(loc.x3d, dim=-1)).sum(-1)).abs()  # 1 when seen head-on
+            feats.append(s.features); cols.append(colour_hint(img, loc.x2d, s.visible))
+            score.append(s.visible.float() * (0.1 + facing)); pts.append(project(v, k))
+            zf = f if i == 0 else torch.cat([zf, f])
+        w = torch.cat(score)  # [R, N]
+        if best is not None and best < R:
+            keep = torch.zeros_like(w).scatter_(0, w.topk(best, 0).indices, 1.0)
+            w = w * keep
+        seen = w.sum(0) > 0
+        w = torch.where(seen[None], w, torch.ones_like(w))  # never seen: the plain mean
+        w = w / w.sum(0, keepdim=True)
+        fused = (torch.cat(feats) * w[..., None]).sum(0, keepdim=True)
+        hint = (torch.cat(cols) * w[..., None]).sum(0, keepdim=True)
+        z_id = model.identity_encoder(zf[None], torch.cat(pts)[None], (H, W))
+        return model.decoder(z_id, fused, hint if model.cfg.colour_hint else None)
+
+# %% ../nbs/18a_fit.ipynb #8d82bd45
 def _device(name: str | None) -> str: return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 def run_fit(args) -> Avatar:
