@@ -7,7 +7,7 @@ __all__ = ['POSE_KEYS', 'AnnyRig', 'bake_anny', 'save_rig', 'load_rig', 'Gaussia
            'FitConfig', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar', 'refit_bodies', 'body_error_cm',
            'fused_decode', 'run_fit', 'evaluate_avatar_file', 'run_avatar_eval', 'run_avatar_export']
 
-# %% ../nbs/18a_fit.ipynb #4449faa6
+# %% ../nbs/18a_fit.ipynb #41c9dd72
 import math
 import os
 import time
@@ -32,7 +32,7 @@ from .pairs import AvatarDataset, DataConfig
 from .render import RenderError
 from .template import GaussianTemplate
 
-# %% ../nbs/18a_fit.ipynb #2205e5c5
+# %% ../nbs/18a_fit.ipynb #80de190d
 class AnnyRig(nn.Module):
     "One person's Anny body baked to plain tensors: linear blend skinning of a fixed phenotype, posed by Anny's `pose`."
 
@@ -105,7 +105,7 @@ def load_rig(path: str | Path) -> AnnyRig:
     return AnnyRig(b["rest_vertices"], b["bone_index"], b["bone_weight"], s["parents"], b["local"], b["rest_inverse"],
                    b["reference"], b["to_body"])
 
-# %% ../nbs/18a_fit.ipynb #51f1a960
+# %% ../nbs/18a_fit.ipynb #22ea5e64
 def _atomic_save(obj, path: Path):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
@@ -127,7 +127,7 @@ def load_rig(path: str | Path) -> AnnyRig:
     return AnnyRig(b["rest_vertices"], b["bone_index"], b["bone_weight"], s["parents"], b["local"], b["rest_inverse"],
                    b["reference"], b["to_body"])
 
-# %% ../nbs/18a_fit.ipynb #534bc947
+# %% ../nbs/18a_fit.ipynb #1747fe90
 def _aa_quat(v: Tensor) -> Tensor:  # [..., 3] radians -> [..., 4] unit wxyz, smooth at 0
     theta = (v * v).sum(-1, keepdim=True).add(1e-20).sqrt()
     return torch.cat([torch.cos(theta / 2), 0.5 * torch.sinc(theta / (2 * math.pi)) * v], -1)
@@ -156,7 +156,7 @@ class GaussianResiduals(nn.Module):
         return DecodedGaussians(rotation=rot, scale=scale, opacity=torch.sigmoid(logit.clamp(-12, 12)),
                                 sh=self.base_sh + self.sh, offset=off)
 
-# %% ../nbs/18a_fit.ipynb #2669c379
+# %% ../nbs/18a_fit.ipynb #a9e6aad0
 POSE_KEYS = {"anny": ("pose",), "smplx": ("global_orient", "body_pose"), "smpl": ("global_orient", "body_pose")}
 
 class FitError(ValueError):
@@ -210,7 +210,7 @@ class BodyCorrection(nn.Module):
         d2 = (vertices - self.stored[rows]).square().sum(-1) * 1e4
         return (self.trust[rows] * d2).mean()
 
-# %% ../nbs/18a_fit.ipynb #1045e54e
+# %% ../nbs/18a_fit.ipynb #a6fc6370
 @dataclass
 class FitConfig:
     "Settings of the per-person fit."
@@ -236,7 +236,7 @@ class FitConfig:
     seed: int = 0
     progress: bool = True  # progress bar
 
-# %% ../nbs/18a_fit.ipynb #772ec349
+# %% ../nbs/18a_fit.ipynb #543d5f93
 def _views(index: DatasetIndex, split: str, identity: int | None, size: int):
     "Every image of one person in a split, as person crops in memory."
     ds = AvatarDataset(index, split, DataConfig(size=size, augment=False, source_split=split))
@@ -285,7 +285,7 @@ def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows
                        f"(mean {100 * float((v0 - torch.from_numpy(verts)).norm(dim=-1).mean()):.1f} cm apart); use body=rigid")
     return BodyCorrection("params", v0 if verts is None else torch.from_numpy(verts), body, params, index.body_model, b2w)
 
-# %% ../nbs/18a_fit.ipynb #c0d3cc27
+# %% ../nbs/18a_fit.ipynb #60693145
 def _rigid4(aa: Tensor, t: Tensor) -> Tensor:  # [C, 3], [C, 3] -> [C, 4, 4]
     M = torch.eye(4, dtype=aa.dtype, device=aa.device).repeat(len(aa), 1, 1)
     M[:, :3, :3], M[:, :3, 3] = axis_angle_to_matrix(aa), t
@@ -422,7 +422,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     if state_path is not None: state_path.unlink(missing_ok=True)  # done: the avatar is the result
     return a
 
-# %% ../nbs/18a_fit.ipynb #06f48ca1
+# %% ../nbs/18a_fit.ipynb #f42f2628
 def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
                     bodies: dict | None = None, # frame id -> [V, 3] world body; None: the dataset's stored bodies
                     background: tuple = (1.0, 1.0, 1.0), box_margin: float = 0.05, device: str = "cpu",
@@ -461,7 +461,7 @@ def body_error_cm(a: Avatar, truth: dict) -> float:  # mean vertex distance, cm
     "Mean vertex distance between the avatar's bodies and true bodies (frame id -> [V, 3])."
     return float(np.mean([np.linalg.norm(a.vertices[i] - truth[f], axis=-1).mean() for i, f in enumerate(a.frames)])) * 100
 
-# %% ../nbs/18a_fit.ipynb #be52b184
+# %% ../nbs/18a_fit.ipynb #7baf0174
 def fused_decode(model, # a trained AvatarModel
                  images: Tensor, # [R, 3, H, W] the person's views, RGB in [0, 1] (crops, H and W multiples of the stride)
                  vertices: Tensor, # [R, V, 3] their bodies in each view's camera frame, metres
@@ -495,7 +495,7 @@ def fused_decode(model, # a trained AvatarModel
         z_id = model.identity_encoder(zf[None], torch.cat(pts)[None], (H, W))
         return model.decoder(z_id, fused, hint if model.cfg.colour_hint else None)
 
-# %% ../nbs/18a_fit.ipynb #8d82bd45
+# %% ../nbs/18a_fit.ipynb #56286ef5
 def _device(name: str | None) -> str: return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 def run_fit(args) -> Avatar:
