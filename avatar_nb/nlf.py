@@ -4,15 +4,14 @@
 
 # %% auto #0
 __all__ = ['log', 'NLF_SOURCE', 'NLF_KEYS_3D', 'NLF_KEYS_2D', 'NLF_KEYS_UNC', 'NLFError', 'load_nlf', 'write_nlf_standin',
-           'NLFPeople', 'nlf_K_from_project', 'nlf_default_K', 'run_nlf']
+           'nlf_K_from_project', 'nlf_default_K', 'NLFPeople', 'run_nlf']
 
-# %% ../nbs/09_nlf.ipynb #68c185be
+# %% ../nbs/09_nlf.ipynb #436e3f9a
 import logging
 import math
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Sequence
+from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-# %% ../nbs/09_nlf.ipynb #e862b34e
+# %% ../nbs/09_nlf.ipynb #e53b3832
 NLF_SOURCE = ("NLF checkpoints (nlf_l_multi*.torchscript, nlf_s_multi*.torchscript) are released with the "
               "NLF code (github.com/isarandi/nlf); the weights are for non-commercial research use")
 
@@ -36,7 +35,7 @@ def load_nlf(path: str | Path, # TorchScript file
         raise FileNotFoundError(f"NLF checkpoint not found: {path}. {NLF_SOURCE}")
     tv_error = None
     try:
-        import torchvision  # registers the operators the scripted model calls
+        import torchvision  # noqa: F401 (imported for its side effect: it registers the operators the scripted model calls)
     except Exception as e:  # an ABI-mismatched torchvision raises RuntimeError, not ImportError
         tv_error = f"{type(e).__name__}: {e}"
     try:
@@ -50,11 +49,54 @@ def load_nlf(path: str | Path, # TorchScript file
         raise NLFError(f"{path}: TorchScript module has no detect_smpl_batched(); is it an NLF multi-person model?")
     return model.eval()
 
-# %% ../nbs/09_nlf.ipynb #526eeb96
+# %% ../nbs/09_nlf.ipynb #023018ce
+def _bright_boxes(lum: Tensor, # [H, W] luminance, 0..255
+                 ) -> List[List[float]]:  # per square: x_topleft, y_topleft, w, h (pixels), score in [0, 1]
+    "The bright squares of a dark image, left to right: the stand-in's person detector."
+    W = lum.shape[1]
+    colmask = (lum > 128).any(0)
+    boxes: List[List[float]] = []
+    inrun = False
+    start = 0
+    for c in range(W + 1):  # one bright square per run of bright columns
+        on = c < W and bool(colmask[c])
+        if on and not inrun:
+            start = c
+            inrun = True
+        elif (not on) and inrun:
+            inrun = False
+            rows = (lum[:, start:c] > 128).any(1).nonzero().flatten()
+            y0, y1 = int(rows.min()), int(rows.max())
+            score = float(lum[y0:y1 + 1, start:c].mean()) / 255.0
+            boxes.append([float(start), float(y0), float(c - start), float(y1 - y0 + 1), score])
+    return boxes
+
+# %% ../nbs/09_nlf.ipynb #05304c1e
 def _stack_or_empty(xs: List[Tensor], shape: List[int]) -> Tensor:
+    "`torch.stack(xs)`, or an empty [0, *shape] tensor when there is nothing to stack."
     if len(xs) > 0: return torch.stack(xs)
     return torch.zeros([0] + shape)
 
+def _place_people(template: Tensor, # [V, 3] unit-height body points, y up
+                  boxes: List[List[float]], # from `_bright_boxes`
+                  K: Tensor, # [3, 3] intrinsics, NLF's convention
+                 ) -> Tuple[Tensor, Tensor]:  # [n, V, 3] camera frame, millimetres; [n, V, 2] pixels, NLF's convention
+    "One template body per box, 3 m from the camera, as tall as the box appears."
+    verts: List[Tensor] = []
+    v2: List[Tensor] = []
+    for b in boxes:
+        z = 3.0
+        height = b[3] / float(K[1, 1]) * z  # metres: the square's height seen at depth z
+        cx = ((b[0] + b[2] / 2.0 - 0.5) - float(K[0, 2])) / float(K[0, 0]) * z  # NLF: centres at integers
+        cy = ((b[1] + b[3] / 2.0 - 0.5) - float(K[1, 2])) / float(K[1, 1]) * z
+        p = template * height * torch.tensor([1.0, -1.0, 1.0]) + torch.tensor([cx, cy, z])
+        uv = p @ K.t()
+        verts.append(p * 1000.0)
+        v2.append(uv[:, :2] / uv[:, 2:])
+    V = template.shape[0]
+    return _stack_or_empty(verts, [V, 3]), _stack_or_empty(v2, [V, 2])
+
+# %% ../nbs/09_nlf.ipynb #fd5c5c6e
 class _NLFStandIn(torch.nn.Module):
     def __init__(self, template: Tensor, n_nonparam: int = 1024, n_joints: int = 55):
         super().__init__()
@@ -80,60 +122,28 @@ class _NLFStandIn(torch.nn.Module):
             Kn = torch.tensor([[f, 0.0, (W - 1) / 2.0], [0.0, f, (H - 1) / 2.0], [0.0, 0.0, 1.0]]).expand(N, 3, 3)
         else:
             Kn = intrinsic_matrix.float().expand(N, 3, 3)
-        keys = ["boxes", "pose", "betas", "trans", "vertices3d", "joints3d", "vertices2d", "joints2d",
-                "vertices3d_nonparam", "joints3d_nonparam", "vertices2d_nonparam", "joints2d_nonparam",
-                "vertex_uncertainties", "joint_uncertainties"]
         out: Dict[str, List[Tensor]] = {}
-        for k in keys: out[k] = []
-        V, J, M = self.template.shape[0], self.joint_idx.shape[0], self.nonparam_idx.shape[0]
+        for k in ["boxes", "pose", "betas", "trans", "vertices3d", "joints3d", "vertices2d", "joints2d",
+                  "vertices3d_nonparam", "joints3d_nonparam", "vertices2d_nonparam", "joints2d_nonparam",
+                  "vertex_uncertainties", "joint_uncertainties"]: out[k] = []
+        J, M = self.joint_idx.shape[0], self.nonparam_idx.shape[0]
         for i in range(N):
-            lum = images[i].float().mean(0)  # [H, W]
-            colmask = (lum > 128).any(0)
-            boxes: List[List[float]] = []
-            inrun = False
-            start = 0
-            for c in range(W + 1):  # one bright square per run of bright columns
-                on = c < W and bool(colmask[c])
-                if on and not inrun:
-                    start = c
-                    inrun = True
-                elif (not on) and inrun:
-                    inrun = False
-                    rows = (lum[:, start:c] > 128).any(1).nonzero().flatten()
-                    y0, y1 = int(rows.min()), int(rows.max())
-                    score = float(lum[y0:y1 + 1, start:c].mean()) / 255.0
-                    boxes.append([float(start), float(y0), float(c - start), float(y1 - y0 + 1), score])
+            boxes = _bright_boxes(images[i].float().mean(0))
             n = len(boxes)
-            K = Kn[i]
-            verts: List[Tensor] = []
-            v2: List[Tensor] = []
-            for b in boxes:
-                z = 3.0
-                height = b[3] / float(K[1, 1]) * z  # metres: the square's height seen at depth z
-                cx = ((b[0] + b[2] / 2.0 - 0.5) - float(K[0, 2])) / float(K[0, 0]) * z  # NLF: centres at integers
-                cy = ((b[1] + b[3] / 2.0 - 0.5) - float(K[1, 2])) / float(K[1, 1]) * z
-                p = self.template * height * torch.tensor([1.0, -1.0, 1.0]) + torch.tensor([cx, cy, z])
-                uv = p @ K.t()
-                verts.append(p * 1000.0)
-                v2.append(uv[:, :2] / uv[:, 2:])
-            v3 = _stack_or_empty(verts, [V, 3])
-            uv2 = _stack_or_empty(v2, [V, 2])
+            v3, uv2 = _place_people(self.template, boxes, Kn[i])
             out["boxes"].append(torch.tensor(boxes) if n > 0 else torch.zeros(0, 5))
-            out["pose"].append(torch.zeros(n, 165))
-            out["betas"].append(torch.zeros(n, 10))
+            out["pose"].append(torch.zeros(n, 165)); out["betas"].append(torch.zeros(n, 10))
             out["trans"].append(v3.mean(1) / 1000.0)
-            out["vertices3d"].append(v3)
-            out["vertices2d"].append(uv2)
-            out["joints3d"].append(v3[:, self.joint_idx])
-            out["joints2d"].append(uv2[:, self.joint_idx])
+            out["vertices3d"].append(v3); out["vertices2d"].append(uv2)
+            out["joints3d"].append(v3[:, self.joint_idx]); out["joints2d"].append(uv2[:, self.joint_idx])
             out["vertices3d_nonparam"].append(v3[:, self.nonparam_idx])
             out["vertices2d_nonparam"].append(uv2[:, self.nonparam_idx])
-            out["joints3d_nonparam"].append(v3[:, self.joint_idx])
-            out["joints2d_nonparam"].append(uv2[:, self.joint_idx])
+            out["joints3d_nonparam"].append(v3[:, self.joint_idx]); out["joints2d_nonparam"].append(uv2[:, self.joint_idx])
             out["vertex_uncertainties"].append(torch.full([n, M], 20.0))
             out["joint_uncertainties"].append(torch.full([n, J], 15.0))
         return out
 
+# %% ../nbs/09_nlf.ipynb #0322afbb
 def write_nlf_standin(path: str | Path, # where to write the TorchScript file
                       template: Tensor, # [V, 3] body points (any units; scaled to the detected size)
                      ) -> Path:
@@ -143,7 +153,82 @@ def write_nlf_standin(path: str | Path, # where to write the TorchScript file
     torch.jit.script(_NLFStandIn(template)).save(str(path))
     return path
 
-# %% ../nbs/09_nlf.ipynb #0802406b
+# %% ../nbs/09_nlf.ipynb #2bb27b3f
+def nlf_K_from_project(K: Tensor) -> Tensor:
+    "Intrinsics in NLF's convention (pixel centres at integers) from the project's."
+    K = K.clone().float()
+    K[..., 0, 2] -= 0.5; K[..., 1, 2] -= 0.5
+    return K
+
+def nlf_default_K(width: int, height: int, fov_degrees: float = 55.0) -> Tensor:
+    "The K NLF assumes without intrinsics, in the project's convention: principal point (W/2, H/2)."
+    f = max(width, height) / (2 * math.tan(math.radians(fov_degrees) / 2))
+    return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
+
+# %% ../nbs/09_nlf.ipynb #463a01e1
+def _as_uint8(images) -> Tensor:
+    "uint8 [N, 3, H, W] (or a list of [3, H, W]) from uint8, float in [0, 1], or a list of HxWx3 arrays."
+    if isinstance(images, (list, tuple)):
+        return [_as_uint8(torch.as_tensor(np.asarray(im)).permute(2, 0, 1)[None])[0] for im in images]
+    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a [N, 3, H, W] tensor or a list of HxWx3 arrays, got "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
+    if images.dtype == torch.uint8: return images
+    if images.is_floating_point():
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"float images must lie in [0, 1] (got {lo:.3g}..{hi:.3g}); pass uint8 for 0..255")
+        return (images * 255).round().to(torch.uint8)
+    raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+
+# %% ../nbs/09_nlf.ipynb #e6cf084b
+def _detect_per_image(model, # NLF TorchScript model (or the stand-in)
+                      ims: list, # N uint8 [3, H, W] images
+                      Ks: Tensor, # [N, 3, 3] intrinsics, project convention
+                      batch_size: int, # images per NLF call
+                      nlf_kwargs: dict, # passed on to detect_smpl_batched
+                     ) -> list[dict]:  # per image: NLF's keys, [n_people, ...] float CPU tensors
+    "Run NLF on groups of equal-sized images; one dict of raw outputs per image, in input order."
+    sizes = [tuple(im.shape[-2:]) for im in ims]
+    dev = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
+    per_image: list[dict] = [None] * len(ims)
+    for size in dict.fromkeys(sizes):  # groups of equal size, in first-seen order
+        idx = [i for i in range(len(ims)) if sizes[i] == size]
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s:s + batch_size]
+            batch = torch.stack([ims[i] for i in chunk]).to(dev)
+            kw = dict(nlf_kwargs, intrinsic_matrix=nlf_K_from_project(Ks[chunk]).to(dev))
+            with torch.inference_mode():
+                try:
+                    out = model.detect_smpl_batched(batch, model_name="smplx", internal_batch_size=batch_size, **kw)
+                except Exception as e:
+                    raise NLFError(f"NLF failed on images {chunk[0]}..{chunk[-1]} of size {size[1]}x{size[0]}: "
+                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            for j, i in enumerate(chunk):
+                per_image[i] = {k: v[j].detach().float().cpu() for k, v in out.items()}
+    return per_image
+
+# %% ../nbs/09_nlf.ipynb #6e004569
+def _select_people(per_image: list[dict], # from `_detect_per_image`
+                   policy: Literal["single", "multi"], # one person per image, or all
+                  ) -> tuple[list[tuple[int, int]], list[int]]:  # kept (image, person) pairs; images with nobody
+    "Which detections to keep: the best-scoring one per image, or all of them."
+    keep, empty = [], []
+    for i, d in enumerate(per_image):
+        n = d["boxes"].shape[0]
+        if n == 0: empty.append(i); continue
+        if policy == "single":
+            sel = [int(torch.argmax(d["boxes"][:, 4]))]  # argmax returns the first maximum
+            if n > 1: log.info(f"image {i}: {n} people detected, kept the highest score {float(d['boxes'][sel[0], 4]):.3f}")
+        else:
+            sel = list(range(n))
+        keep += [(i, j) for j in sel]
+    if empty:
+        N = len(per_image)
+        log.warning(f"NLF found nobody in {len(empty)} of {N} image(s): {empty[:10]}{' ...' if len(empty) > 10 else ''}")
+    return keep, empty
+
+# %% ../nbs/09_nlf.ipynb #6fc09012
 NLF_KEYS_3D = ("vertices3d", "joints3d", "vertices3d_nonparam", "joints3d_nonparam")  # mm -> m
 NLF_KEYS_2D = ("vertices2d", "joints2d", "vertices2d_nonparam", "joints2d_nonparam")  # +0.5 px
 NLF_KEYS_UNC = ("vertex_uncertainties", "joint_uncertainties")  # mm -> m
@@ -172,31 +257,22 @@ class NLFPeople:
     @property
     def num_people(self) -> int: return int(self.image_index.shape[0])
 
-def nlf_K_from_project(K: Tensor) -> Tensor:
-    "Intrinsics in NLF's convention (pixel centres at integers) from the project's."
-    K = K.clone().float()
-    K[..., 0, 2] -= 0.5; K[..., 1, 2] -= 0.5
-    return K
+# %% ../nbs/09_nlf.ipynb #4144b73a
+def _gather_people(per_image: list[dict], # from `_detect_per_image`
+                   keep: list[tuple[int, int]], # (image, person) pairs from `_select_people`
+                  ) -> dict[str, Tensor]:  # NLFPeople's tensor fields but image_index and K
+    "Stack the kept people and convert them: metres, and the project's pixel convention."
+    def gather(key):
+        xs = [per_image[i][key][j] for i, j in keep]
+        if xs: return torch.stack(xs)
+        return torch.zeros(0, *per_image[0][key].shape[1:])
+    res = {k: gather(k) for k in ("boxes", "pose", "betas", "trans") + NLF_KEYS_3D + NLF_KEYS_2D + NLF_KEYS_UNC}
+    for k in NLF_KEYS_3D + NLF_KEYS_UNC: res[k] = res[k] / 1000.0
+    for k in NLF_KEYS_2D: res[k] = res[k] + 0.5
+    res["boxes"] = res["boxes"].clone(); res["boxes"][:, :2] += 0.5
+    return res
 
-def nlf_default_K(width: int, height: int, fov_degrees: float = 55.0) -> Tensor:
-    "The K NLF assumes without intrinsics, in the project's convention: principal point (W/2, H/2)."
-    f = max(width, height) / (2 * math.tan(math.radians(fov_degrees) / 2))
-    return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
-
-def _as_uint8(images) -> Tensor:
-    if isinstance(images, (list, tuple)):
-        return [_as_uint8(torch.as_tensor(np.asarray(im)).permute(2, 0, 1)[None])[0] for im in images]
-    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a [N, 3, H, W] tensor or a list of HxWx3 arrays, got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
-    if images.dtype == torch.uint8: return images
-    if images.is_floating_point():
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0 or hi > 1:
-            raise ValueError(f"float images must lie in [0, 1] (got {lo:.3g}..{hi:.3g}); pass uint8 for 0..255")
-        return (images * 255).round().to(torch.uint8)
-    raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-
+# %% ../nbs/09_nlf.ipynb #166171c8
 def run_nlf(model, # NLF TorchScript model (or the stand-in)
             images, # uint8 [N, 3, H, W], float [N, 3, H, W] in [0, 1], or a list of HxWx3 uint8 arrays
             K: Tensor | None = None, # [N, 3, 3] or [3, 3] intrinsics (project convention); None: NLF's default
@@ -209,46 +285,12 @@ def run_nlf(model, # NLF TorchScript model (or the stand-in)
     ims = _as_uint8(images)
     N = len(ims)
     if N == 0: raise ValueError("no images given")
-    sizes = [tuple(im.shape[-2:]) for im in ims]
     if K is not None:
         K = torch.as_tensor(K, dtype=torch.float32)
         K = K.expand(N, 3, 3) if K.shape == (3, 3) else K
         if K.shape != (N, 3, 3): raise ValueError(f"K must have shape [3, 3] or [{N}, 3, 3], got {list(K.shape)}")
-    Ks = torch.stack([K[i] if K is not None else nlf_default_K(sizes[i][1], sizes[i][0]) for i in range(N)])
-    dev = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
-    per_image: list[dict] = [None] * N
-    for size in dict.fromkeys(sizes):  # groups of equal size, in first-seen order
-        idx = [i for i in range(N) if sizes[i] == size]
-        for s in range(0, len(idx), batch_size):
-            chunk = idx[s:s + batch_size]
-            batch = torch.stack([ims[i] for i in chunk]).to(dev)
-            kw = dict(nlf_kwargs)
-            kw["intrinsic_matrix"] = nlf_K_from_project(Ks[chunk]).to(dev)
-            with torch.inference_mode():
-                try:
-                    out = model.detect_smpl_batched(batch, model_name="smplx", internal_batch_size=batch_size, **kw)
-                except Exception as e:
-                    raise NLFError(f"NLF failed on images {chunk[0]}..{chunk[-1]} of size {size[1]}x{size[0]}: "
-                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-            for j, i in enumerate(chunk):
-                per_image[i] = {k: v[j].detach().float().cpu() for k, v in out.items()}
-    keep, empty = [], []
-    for i, d in enumerate(per_image):
-        n = d["boxes"].shape[0]
-        if n == 0: empty.append(i); continue
-        if policy == "single":
-            sel = [int(torch.argmax(d["boxes"][:, 4]))]  # argmax returns the first maximum
-            if n > 1: log.info(f"image {i}: {n} people detected, kept the highest score {float(d['boxes'][sel[0], 4]):.3f}")
-        else:
-            sel = list(range(n))
-        keep += [(i, j) for j in sel]
-    if empty: log.warning(f"NLF found nobody in {len(empty)} of {N} image(s): {empty[:10]}{' ...' if len(empty) > 10 else ''}")
-    def gather(key):
-        xs = [per_image[i][key][j] for i, j in keep]
-        if xs: return torch.stack(xs)
-        return torch.zeros(0, *per_image[0][key].shape[1:])
-    res = {k: gather(k) for k in ("boxes", "pose", "betas", "trans") + NLF_KEYS_3D + NLF_KEYS_2D + NLF_KEYS_UNC}
-    for k in NLF_KEYS_3D + NLF_KEYS_UNC: res[k] = res[k] / 1000.0
-    for k in NLF_KEYS_2D: res[k] = res[k] + 0.5
-    res["boxes"] = res["boxes"].clone(); res["boxes"][:, :2] += 0.5
-    return NLFPeople(image_index=torch.tensor([i for i, _ in keep], dtype=torch.long), K=Ks, empty_images=empty, **res)
+    Ks = torch.stack([K[i] if K is not None else nlf_default_K(im.shape[-1], im.shape[-2]) for i, im in enumerate(ims)])
+    per_image = _detect_per_image(model, ims, Ks, batch_size, nlf_kwargs)
+    keep, empty = _select_people(per_image, policy)
+    return NLFPeople(image_index=torch.tensor([i for i, _ in keep], dtype=torch.long), K=Ks, empty_images=empty,
+                     **_gather_people(per_image, keep))

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .localise import quat_to_matrix
 from .ply import Splats
-from .viz import base_rgb
+from .looks import base_rgb
 
 # %% ../nbs/19b_scene.ipynb #d80ca041
 def viser_arrays(s: Splats, # Gaussians (any device)

@@ -23,7 +23,8 @@ from collections import defaultdict
 
 import torch
 
-from common import load_mesh, time_ms
+from avatar_nb.speed import time_ms
+from common import load_mesh
 from avatar_nb.template import make_template
 from avatar_nb.localise import intrinsics, look_at, transform_points
 from avatar_nb.decoder import DecoderConfig

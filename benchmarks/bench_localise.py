@@ -8,7 +8,8 @@ import argparse
 import numpy as np
 import torch
 
-from common import load_mesh, time_ms
+from avatar_nb.speed import time_ms
+from common import load_mesh
 from avatar_nb.template import make_template
 from avatar_nb.localise import Localiser, intrinsics, look_at, transform_points
 

@@ -14,11 +14,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
-from common import time_ms
+from avatar_nb.speed import time_ms
 
 
 def scene(n, device, seed=0, sh_degree=3):

@@ -1,8 +1,5 @@
-"Timing and mesh loading shared by the benchmark scripts."
+"Mesh loading shared by the benchmark scripts (they time with `avatar_nb.speed.time_ms`, the one timer)."
 import torch
-
-
-from avatar_nb.speed import time_ms  # one timer for the scripts and `avatar_nb bench`
 
 
 def load_mesh(path: str | None):

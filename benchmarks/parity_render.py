@@ -9,7 +9,6 @@ Exit status 1 when a tolerance is missed (images 2e-3 max abs, gradients 5e-2 re
 """
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 

@@ -1,12 +1,11 @@
 "The smplx path without licensed files: tiny SMPL-X / SMPL layout files loaded through the smplx package."
 import math
-import pickle
 
 import numpy as np
 import pytest
 import torch
 
-from avatar_nb.body import SmplxBody, load_body_model, find_model_file, write_tiny_model_file, axis_angle_to_matrix
+from avatar_nb.body import SmplxBody, load_body_model, find_model_file, axis_angle_to_matrix
 from avatar_nb.config import BodyConfig, TemplateConfig
 from avatar_nb.template import build_template
 

@@ -2,14 +2,13 @@
 every cell, moves the azimuth slider, and the screenshots before and after show a rendered person that turned.
 The static 3D scene in the same notebook is drawn by viser's client in the browser (WebGL, software rendering).
 
-Runs only with AVATAR_NB_BROWSER=1 (about a minute); needs Debian's chromium and chromium-driver
-(`apt-get install -y chromium chromium-driver`) and the dev requirements (jupyterlab, selenium).
+Runs only with AVATAR_NB_BROWSER=1 (one to two minutes; `.ci/run` sets it); needs Debian's chromium and
+chromium-driver (`apt-get install -y chromium chromium-driver`) and the dev requirements (jupyterlab, selenium).
 AVATAR_NB_BROWSER_OUT=<folder> keeps the screenshots."""
 import io
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess

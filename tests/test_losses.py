@@ -1,5 +1,4 @@
-"Losses: config validation, LPIPS availability in a clean process (warned once, required fails naming TORCH_HOME), finite totals and gradients on random and extreme inputs, bfloat16 inputs and autocast, no host syncs on CUDA."
-import math
+"Losses (their values, bounds and config checks are in nbs/15_losses): LPIPS availability in a clean process (warned once, required fails naming TORCH_HOME), finite totals and gradients on random and extreme inputs, bfloat16 inputs and autocast, no host syncs on CUDA."
 import sys
 import warnings
 
@@ -23,18 +22,6 @@ def case(B=2, N=64, H=32, W=32, seed=0, dtype=torch.float32, device="cpu"):
     out = dict(rgb=r(B, 3, H, W), alpha=r(B, 1, H, W), target=r(B, 3, H, W), mask=mask, means=means, K=K,
                opacity=r(B, N) * 0.98 + 0.01, scales=scales, offset=(r(B, N) - 0.5) * 0.03)
     return {k: v.to(device=device, dtype=dtype) for k, v in out.items()}
-
-
-@pytest.mark.parametrize("kw, key", [
-    (dict(l1=-1.0), "loss.l1"), (dict(ssim=float("nan")), "loss.ssim"), (dict(lpips_weight=-0.1), "loss.lpips_weight"),
-    (dict(silhouette=float("inf")), "loss.silhouette"), (dict(occlusion=-1), "loss.occlusion"),
-    (dict(scale_reg=-1e-3), "loss.scale_reg"), (dict(offset_reg="a"), "loss.offset_reg"),
-    (dict(opacity_reg=-0.5), "loss.opacity_reg"), (dict(lpips="yes"), "loss.lpips"), (dict(lpips_net="squeeze"), "loss.lpips_net"),
-    (dict(min_scale=0.0), "loss.min_scale"), (dict(min_scale=-1e-3), "loss.min_scale"),
-    (dict(min_scale=0.1, max_scale=0.05), "loss.max_scale"), (dict(max_scale=1e-4), "loss.max_scale")])
-def test_config_rejects_bad_values(kw, key):
-    with pytest.raises(ValueError, match=key.replace(".", r"\.") + " must"):
-        LossConfig(**kw)
 
 
 def test_auto_warns_once_per_process():
@@ -70,7 +57,7 @@ def test_required_raises_naming_torch_home(monkeypatch, tmp_path):
     assert AvatarLoss(LossConfig(lpips="required", lpips_weight=0)).lpips_fn is None  # weight 0: not needed
 
 
-def test_terms_without_lpips_and_zero_weights(monkeypatch):
+def test_terms_without_lpips(monkeypatch):
     monkeypatch.setitem(sys.modules, "lpips", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -79,11 +66,6 @@ def test_terms_without_lpips_and_zero_weights(monkeypatch):
     c = case()
     out = loss(**c, max_offset=0.02)
     assert set(out.terms) == ALL_TERMS and "lpips" not in out.terms
-    out = AvatarLoss(LossConfig(lpips="never", ssim=0, occlusion=0, opacity_reg=0.2))(**c, max_offset=0.02)
-    assert set(out.terms) == ALL_TERMS - {"ssim", "occlusion"} | {"opacity"}
-    # the total is the weighted sum of the reported terms
-    w = dict(l1=1.0, silhouette=0.5, scale=0.01, offset=0.01, opacity=0.2)
-    torch.testing.assert_close(out.total, sum(w[k] * v for k, v in out.terms.items()))
 
 
 def test_total_and_gradients_finite():
@@ -127,16 +109,6 @@ def test_bf16_inputs_and_autocast_compute_in_float32():
     assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
     for f in (psnr, masked_l1, ssim):
         assert f(c16["rgb"], c16["target"]).dtype == torch.float32
-
-
-def test_metrics_per_image_and_empty_region():
-    c = case(B=3, seed=3)
-    region = torch.ones(3, 1, 32, 32); region[1] = 0
-    for f in (psnr, masked_l1, ssim):
-        v = f(c["rgb"], c["target"], region)
-        assert v.shape == (3,) and torch.isfinite(v[[0, 2]]).all() and v[1].isnan(), f.__name__
-        torch.testing.assert_close(v[2:], f(c["rgb"][2:], c["target"][2:]))  # images do not mix
-    assert math.isinf(float(psnr(c["rgb"][:1], c["rgb"][:1])))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -29,7 +29,6 @@ def reference(means, quats, scales, opac, rgb, viewmat, K, W, H, eps2d=0.3, near
     for i in order.tolist():
         X, Y, Z = mc[i]
         if Z < near: continue
-        limx, limy = 1.3 * 0.5 * W / fx, 1.3 * 0.5 * H / fy
         tx = Z * torch.clamp(X / Z, -(cx / fx + 0.3 * 0.5 * W / fx), (W - cx) / fx + 0.3 * 0.5 * W / fx)
         ty = Z * torch.clamp(Y / Z, -(cy / fy + 0.3 * 0.5 * H / fy), (H - cy) / fy + 0.3 * 0.5 * H / fy)
         J = torch.tensor([[fx / Z, 0, -fx * tx / Z ** 2], [0, fy / Z, -fy * ty / Z ** 2]], dtype=means.dtype)

@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import run_py
 from avatar_nb.localise import project, transform_points
 from avatar_nb.people import PART_NAMES, vertex_parts
-from avatar_nb.synth import SynthConfig, camera_rays, generate_dataset, ring_camera
+from avatar_nb.synth import SynthConfig, generate_dataset
 import avatar_nb.synth as synth
 
 TINY = dict(identities=2, poses=4, views=3, size=128, test_poses=1, test_views=1, val_fraction=0.25)
@@ -100,15 +100,6 @@ def test_masks_are_covered_fractions_of_the_silhouette(tiny, anny_body):
         assert near[fg].mean() > 0.98
 
 
-def test_rays_follow_the_pixel_convention():
-    c = ring_camera(30.0, 64)
-    o, d = camera_rays(c["K"], c["viewmat"], 64, 48)
-    pts = o + 2.5 * d  # points along each ray
-    uv = project(transform_points(torch.tensor(c["viewmat"]), torch.tensor(pts)), torch.tensor(c["K"])).numpy()
-    j, i = np.divmod(np.arange(64 * 48), 64)
-    np.testing.assert_allclose(uv, np.stack([i + 0.5, j + 0.5], -1), atol=1e-6)
-
-
 def test_images_are_textured_and_change_with_pose(tiny):
     root, _ = tiny
     imgs = [np.array(Image.open(root / "images" / "cam_00" / f"{f:06d}.png")) for f in range(4)]
@@ -162,17 +153,6 @@ def test_deterministic_from_seed(tmp_path, monkeypatch):
         assert (tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes(), p
     differ = [p for p in files if (tmp_path / "a" / p).read_bytes() != (tmp_path / "c" / p).read_bytes()]
     assert {str(p) for p in differ} >= {"images/cam_00/000000.png", "bodies.npz", "meta.json"}
-
-
-def test_monocular_camera(tmp_path):
-    generate_dataset(tmp_path / "m", SynthConfig(poses=3, views=2, size=48, test_poses=1, monocular=True))
-    meta, cams, splits, z = load(tmp_path / "m")
-    assert sorted(cams) == ["cam_00", "cam_01", "mono_000000", "mono_000001", "mono_000002"]
-    assert {c for _, c in splits["train"] + splits.get("val", [])} == {"mono_000000", "mono_000001"}
-    assert [f"mono_{f}" for f, c in splits["train"] + splits.get("val", [])] == [c for _, c in splits["train"] + splits.get("val", [])]
-    assert {c for _, c in splits["test_view"]} == {"cam_00", "cam_01"}
-    eyes = [np.linalg.inv(np.array(cams[f"mono_{f:06d}"]["viewmat"]))[:3, 3] for f in range(3)]
-    assert min(np.linalg.norm(eyes[a] - eyes[b]) for a in range(3) for b in range(a + 1, 3)) > 1.0  # it moves
 
 
 def test_failure_leaves_nothing(tmp_path, monkeypatch):
