@@ -6,9 +6,8 @@
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'template_gaussians',
            'place_gaussians', 'render_avatar']
 
-# %% ../nbs/16_avatar.ipynb #0aab84d8
+# %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,11 +16,12 @@ import torch
 from torch import Tensor
 
 from .decoder import DecodedGaussians
+from .files import atomic_write
 from .localise import Localiser, pose_gaussians, transform_points
 from .model import PlacedGaussians
 from .template import GaussianTemplate, check_template, _TENSORS as _TEMPLATE_TENSORS
 
-# %% ../nbs/16_avatar.ipynb #da215181
+# %% ../nbs/16_avatar.ipynb #4dba832a
 AVATAR_FORMAT = 1
 _GAUSS = ("rotation", "scale", "opacity", "sh", "offset")
 
@@ -78,7 +78,7 @@ def check_avatar(a: Avatar, where: str = "avatar") -> None:
     for k, v in a.params.items():
         if len(v) != T: raise AvatarFileError(f"{where}: params.{k} has {len(v)} rows but there are {T} frames")
 
-# %% ../nbs/16_avatar.ipynb #f5042488
+# %% ../nbs/16_avatar.ipynb #4435b376
 def _arrays(a: Avatar) -> dict:
     meta = {"format": AVATAR_FORMAT, "body_model": a.body_model, "fingerprint": a.template.fingerprint,
             "template_body_model": a.template.body_model, "k": a.template.k, "sh_degree": a.template.sh_degree,
@@ -97,14 +97,7 @@ def save_avatar(a: Avatar, path: str | Path) -> Path:
     if path.suffix != ".npz": raise ValueError(f"avatar path must end in .npz, got {path}")
     check_avatar(a, where=str(path))
     arrays = _arrays(a)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:  # written beside the target and renamed: a crash leaves the old file whole
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    with atomic_write(path, "wb") as f: np.savez(f, **arrays)  # a crash leaves the old file whole
     return path
 
 def load_avatar_file(path: str | Path, # .npz written by `save_avatar`
@@ -143,7 +136,7 @@ def load_avatar_file(path: str | Path, # .npz written by `save_avatar`
     check_avatar(a, where=str(path))
     return a
 
-# %% ../nbs/16_avatar.ipynb #86e53d56
+# %% ../nbs/16_avatar.ipynb #85dcea1a
 def template_gaussians(t: GaussianTemplate) -> DecodedGaussians:  # [1, N, ...]
     "A template's own attributes as one person's Gaussians (the start when there is no trained model)."
     return DecodedGaussians(rotation=t.rotation.float()[None], scale=t.scale.float()[None], opacity=t.opacity.float()[None],

@@ -7,9 +7,8 @@ __all__ = ['POSE_KEYS', 'AnnyRig', 'bake_anny', 'save_rig', 'load_rig', 'Gaussia
            'FitConfig', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar', 'refit_bodies', 'body_error_cm',
            'fused_decode', 'run_fit', 'evaluate_avatar_file', 'run_avatar_eval', 'run_avatar_export']
 
-# %% ../nbs/18a_fit.ipynb #41c9dd72
+# %% ../nbs/18a_fit.ipynb #6182077c
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from .avatar import Avatar, place_gaussians, render_avatar, template_gaussians
 from .body import AnnyBody, axis_angle_to_matrix
 from .data import DatasetIndex
 from .decoder import DecodedGaussians
+from .files import atomic_write
 from .localise import Localiser, project, quat_multiply, transform_points
 from .losses import AvatarLoss, LossConfig, psnr
 from .model import colour_hint, composite
@@ -32,7 +32,7 @@ from .pairs import AvatarDataset, DataConfig
 from .render import RenderError
 from .template import GaussianTemplate
 
-# %% ../nbs/18a_fit.ipynb #80de190d
+# %% ../nbs/18a_fit.ipynb #e8519650
 class AnnyRig(nn.Module):
     "One person's Anny body baked to plain tensors: linear blend skinning of a fixed phenotype, posed by Anny's `pose`."
 
@@ -90,27 +90,9 @@ def bake_anny(body: AnnyBody, phenotype: Tensor, # [6] Anny phenotype of the per
                    local, torch.linalg.inv(W0) @ T_id[0].double(), m.reference_bone_orientations.double(),
                    body.to_body.double()).to(dtype)
 
-def save_rig(rig: AnnyRig, path: str | Path) -> Path:
-    "Write a baked rig (plain tensors: travels where anny cannot), atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save({"format": "avatar_nb-anny-rig", "parents": rig.parents, "buffers": rig.state_dict()}, path)
-    return path
-
-def load_rig(path: str | Path) -> AnnyRig:
-    "Read a rig written by `save_rig`."
-    s = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(s, dict) or s.get("format") != "avatar_nb-anny-rig":
-        raise FitError(f"{path}: not a baked Anny rig (write one with avatar_nb.fit.save_rig)")
-    b = s["buffers"]
-    return AnnyRig(b["rest_vertices"], b["bone_index"], b["bone_weight"], s["parents"], b["local"], b["rest_inverse"],
-                   b["reference"], b["to_body"])
-
-# %% ../nbs/18a_fit.ipynb #22ea5e64
+# %% ../nbs/18a_fit.ipynb #96b11d32
 def _atomic_save(obj, path: Path):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        torch.save(obj, tmp); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    with atomic_write(path, "wb") as f: torch.save(obj, f)
 
 def save_rig(rig: AnnyRig, path: str | Path) -> Path:
     "Write a baked rig (plain tensors: travels where anny cannot), atomically."
@@ -127,7 +109,7 @@ def load_rig(path: str | Path) -> AnnyRig:
     return AnnyRig(b["rest_vertices"], b["bone_index"], b["bone_weight"], s["parents"], b["local"], b["rest_inverse"],
                    b["reference"], b["to_body"])
 
-# %% ../nbs/18a_fit.ipynb #1747fe90
+# %% ../nbs/18a_fit.ipynb #9c73bc1c
 def _aa_quat(v: Tensor) -> Tensor:  # [..., 3] radians -> [..., 4] unit wxyz, smooth at 0
     theta = (v * v).sum(-1, keepdim=True).add(1e-20).sqrt()
     return torch.cat([torch.cos(theta / 2), 0.5 * torch.sinc(theta / (2 * math.pi)) * v], -1)
@@ -156,7 +138,7 @@ class GaussianResiduals(nn.Module):
         return DecodedGaussians(rotation=rot, scale=scale, opacity=torch.sigmoid(logit.clamp(-12, 12)),
                                 sh=self.base_sh + self.sh, offset=off)
 
-# %% ../nbs/18a_fit.ipynb #a9e6aad0
+# %% ../nbs/18a_fit.ipynb #4afc6cb6
 POSE_KEYS = {"anny": ("pose",), "smplx": ("global_orient", "body_pose"), "smpl": ("global_orient", "body_pose")}
 
 class FitError(ValueError):
@@ -210,7 +192,7 @@ class BodyCorrection(nn.Module):
         d2 = (vertices - self.stored[rows]).square().sum(-1) * 1e4
         return (self.trust[rows] * d2).mean()
 
-# %% ../nbs/18a_fit.ipynb #a6fc6370
+# %% ../nbs/18a_fit.ipynb #9eb36015
 @dataclass
 class FitConfig:
     "Settings of the per-person fit."
@@ -236,7 +218,7 @@ class FitConfig:
     seed: int = 0
     progress: bool = True  # progress bar
 
-# %% ../nbs/18a_fit.ipynb #543d5f93
+# %% ../nbs/18a_fit.ipynb #5993fac0
 def _views(index: DatasetIndex, split: str, identity: int | None, size: int):
     "Every image of one person in a split, as person crops in memory."
     ds = AvatarDataset(index, split, DataConfig(size=size, augment=False, source_split=split))
@@ -285,7 +267,7 @@ def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows
                        f"(mean {100 * float((v0 - torch.from_numpy(verts)).norm(dim=-1).mean()):.1f} cm apart); use body=rigid")
     return BodyCorrection("params", v0 if verts is None else torch.from_numpy(verts), body, params, index.body_model, b2w)
 
-# %% ../nbs/18a_fit.ipynb #60693145
+# %% ../nbs/18a_fit.ipynb #0885aee7
 def _rigid4(aa: Tensor, t: Tensor) -> Tensor:  # [C, 3], [C, 3] -> [C, 4, 4]
     M = torch.eye(4, dtype=aa.dtype, device=aa.device).repeat(len(aa), 1, 1)
     M[:, :3, :3], M[:, :3, 3] = axis_angle_to_matrix(aa), t
@@ -370,7 +352,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     resumed_from = step
     stop = cfg.steps if max_steps is None else min(cfg.steps, step + int(max_steps))
     if stop < cfg.steps and state_path is None: raise FitError("max_steps needs a state_path to resume from")
-    n, g = len(ents), torch.Generator().manual_seed(cfg.seed)
+    n = len(ents)
     body_from = int(cfg.body_start * cfg.steps)
     bar = None
     if cfg.progress:
@@ -422,7 +404,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     if state_path is not None: state_path.unlink(missing_ok=True)  # done: the avatar is the result
     return a
 
-# %% ../nbs/18a_fit.ipynb #f42f2628
+# %% ../nbs/18a_fit.ipynb #1fa54ddc
 def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
                     bodies: dict | None = None, # frame id -> [V, 3] world body; None: the dataset's stored bodies
                     background: tuple = (1.0, 1.0, 1.0), box_margin: float = 0.05, device: str = "cpu",
@@ -461,7 +443,7 @@ def body_error_cm(a: Avatar, truth: dict) -> float:  # mean vertex distance, cm
     "Mean vertex distance between the avatar's bodies and true bodies (frame id -> [V, 3])."
     return float(np.mean([np.linalg.norm(a.vertices[i] - truth[f], axis=-1).mean() for i, f in enumerate(a.frames)])) * 100
 
-# %% ../nbs/18a_fit.ipynb #7baf0174
+# %% ../nbs/18a_fit.ipynb #00366609
 def fused_decode(model, # a trained AvatarModel
                  images: Tensor, # [R, 3, H, W] the person's views, RGB in [0, 1] (crops, H and W multiples of the stride)
                  vertices: Tensor, # [R, V, 3] their bodies in each view's camera frame, metres
@@ -471,7 +453,7 @@ def fused_decode(model, # a trained AvatarModel
                 ) -> DecodedGaussians:  # [1, N, ...] face-local attributes of the person
     "Decode one person from many views: identity code over all of them, each Gaussian's local feature and colour over the views that see it."
     R, (H, W) = images.shape[0], images.shape[-2:]
-    feats, cols, score, pts = [], [], [], []
+    feats, cols, score, pts, maps = [], [], [], [], []
     with torch.no_grad():
         for i in range(0, R, chunk):
             img, v, k = images[i:i + chunk], vertices[i:i + chunk], K[i:i + chunk]
@@ -482,7 +464,7 @@ def fused_decode(model, # a trained AvatarModel
             facing = (-(normal * F.normalize(loc.x3d, dim=-1)).sum(-1)).abs()  # 1 when seen head-on
             feats.append(s.features); cols.append(colour_hint(img, loc.x2d, s.visible))
             score.append(s.visible.float() * (0.1 + facing)); pts.append(project(v, k))
-            zf = f if i == 0 else torch.cat([zf, f])
+            maps.append(f)
         w = torch.cat(score)  # [R, N]
         if best is not None and best < R:
             keep = torch.zeros_like(w).scatter_(0, w.topk(best, 0).indices, 1.0)
@@ -492,10 +474,10 @@ def fused_decode(model, # a trained AvatarModel
         w = w / w.sum(0, keepdim=True)
         fused = (torch.cat(feats) * w[..., None]).sum(0, keepdim=True)
         hint = (torch.cat(cols) * w[..., None]).sum(0, keepdim=True)
-        z_id = model.identity_encoder(zf[None], torch.cat(pts)[None], (H, W))
+        z_id = model.identity_encoder(torch.cat(maps)[None], torch.cat(pts)[None], (H, W))
         return model.decoder(z_id, fused, hint if model.cfg.colour_hint else None)
 
-# %% ../nbs/18a_fit.ipynb #56286ef5
+# %% ../nbs/18a_fit.ipynb #80896e8b
 def _device(name: str | None) -> str: return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 def run_fit(args) -> Avatar:
@@ -570,8 +552,7 @@ def run_avatar_eval(args) -> dict:
     out = Path(args.out) if args.out else Path(args.avatar).resolve().parent / "eval_avatar"
     out.mkdir(parents=True, exist_ok=True)
     text = _json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in res.items()}, indent=1)
-    tmp = out / f".metrics.json.{os.getpid()}.part"
-    tmp.write_text(text); os.replace(tmp, out / "metrics.json")
+    with atomic_write(out / "metrics.json", "w") as f: f.write(text)
     print(f"avatar_nb eval --avatar -> {out.resolve()}")
     print("| split (bodies) | images | PSNR | PSNR box |\n| --- | ---: | ---: | ---: |")
     for k, v in res.items(): print(f"| {k} | {v['images']} | {v['psnr']:.2f} | {v['psnr_crop']:.2f} |")

@@ -8,7 +8,7 @@ with body correction. test_view is scored on the bodies the fit used (corrected 
 stored bodies and, labelled apart, after fitting only the held-out bodies with the avatar frozen. Body errors are
 mean vertex distances to the true bodies (the exact dataset of the same seed), in cm.
 """
-import argparse, json, sys, time
+import argparse, json, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from avatar_nb.template import load_template
 
 def render_fps(a, device, size=512, reps=200):
     "Frames per second of the fitted avatar re-posed and rendered one frame per call at size x size."
-    from avatar_nb.avatar import place_gaussians, template_gaussians
+    from avatar_nb.avatar import place_gaussians
     from avatar_nb.localise import Localiser, intrinsics, look_at, transform_points
     from avatar_nb.decoder import DecodedGaussians
     loc = Localiser(a.template).to(device)
