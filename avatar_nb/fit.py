@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['POSE_KEYS', 'AnnyRig', 'bake_anny', 'save_rig', 'load_rig', 'GaussianResiduals', 'FitError', 'BodyCorrection',
-           'FitConfig', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar', 'refit_bodies', 'body_error_cm',
-           'fused_decode', 'run_fit', 'evaluate_avatar_file', 'run_avatar_eval', 'run_avatar_export']
+           'FitConfig', 'image_colours', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar', 'refit_bodies',
+           'body_error_cm', 'fused_decode', 'run_fit', 'evaluate_avatar_file', 'run_avatar_eval', 'run_avatar_export']
 
-# %% ../nbs/18a_fit.ipynb #6182077c
+# %% ../nbs/18a_fit.ipynb #448c5ab8
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -30,9 +30,9 @@ from .losses import AvatarLoss, LossConfig, psnr
 from .model import colour_hint, composite
 from .pairs import AvatarDataset, DataConfig
 from .render import RenderError
-from .template import GaussianTemplate
+from .template import GaussianTemplate, SH_C0
 
-# %% ../nbs/18a_fit.ipynb #e8519650
+# %% ../nbs/18a_fit.ipynb #82f8ae37
 class AnnyRig(nn.Module):
     "One person's Anny body baked to plain tensors: linear blend skinning of a fixed phenotype, posed by Anny's `pose`."
 
@@ -90,7 +90,7 @@ def bake_anny(body: AnnyBody, phenotype: Tensor, # [6] Anny phenotype of the per
                    local, torch.linalg.inv(W0) @ T_id[0].double(), m.reference_bone_orientations.double(),
                    body.to_body.double()).to(dtype)
 
-# %% ../nbs/18a_fit.ipynb #96b11d32
+# %% ../nbs/18a_fit.ipynb #8d30fd37
 def _atomic_save(obj, path: Path):
     with atomic_write(path, "wb") as f: torch.save(obj, f)
 
@@ -109,7 +109,7 @@ def load_rig(path: str | Path) -> AnnyRig:
     return AnnyRig(b["rest_vertices"], b["bone_index"], b["bone_weight"], s["parents"], b["local"], b["rest_inverse"],
                    b["reference"], b["to_body"])
 
-# %% ../nbs/18a_fit.ipynb #9c73bc1c
+# %% ../nbs/18a_fit.ipynb #f7f752f6
 def _aa_quat(v: Tensor) -> Tensor:  # [..., 3] radians -> [..., 4] unit wxyz, smooth at 0
     theta = (v * v).sum(-1, keepdim=True).add(1e-20).sqrt()
     return torch.cat([torch.cos(theta / 2), 0.5 * torch.sinc(theta / (2 * math.pi)) * v], -1)
@@ -138,7 +138,7 @@ class GaussianResiduals(nn.Module):
         return DecodedGaussians(rotation=rot, scale=scale, opacity=torch.sigmoid(logit.clamp(-12, 12)),
                                 sh=self.base_sh + self.sh, offset=off)
 
-# %% ../nbs/18a_fit.ipynb #4afc6cb6
+# %% ../nbs/18a_fit.ipynb #f72d6fb4
 POSE_KEYS = {"anny": ("pose",), "smplx": ("global_orient", "body_pose"), "smpl": ("global_orient", "body_pose")}
 
 class FitError(ValueError):
@@ -192,7 +192,7 @@ class BodyCorrection(nn.Module):
         d2 = (vertices - self.stored[rows]).square().sum(-1) * 1e4
         return (self.trust[rows] * d2).mean()
 
-# %% ../nbs/18a_fit.ipynb #9eb36015
+# %% ../nbs/18a_fit.ipynb #0a84707f
 @dataclass
 class FitConfig:
     "Settings of the per-person fit."
@@ -202,7 +202,7 @@ class FitConfig:
     identity: int | None = None  # the person to fit; None: the first person of the training split
     split: str = "train"  # the images the avatar is fitted to
     lr: float = 0.01  # Adam learning rate of the Gaussian residuals (rotation, log-scale, logit, offset)
-    lr_sh: float = 0.005  # of the SH residuals
+    lr_sh: float = 0.01  # of the SH residuals
     body: Literal["auto", "params", "rigid", "off"] = "auto"  # body correction: params where stored, else rigid
     lr_body: float = 0.002  # of the body corrections (radians, metres)
     body_start: float = 0.2  # share of the steps before the body correction starts (the Gaussians first)
@@ -218,7 +218,7 @@ class FitConfig:
     seed: int = 0
     progress: bool = True  # progress bar
 
-# %% ../nbs/18a_fit.ipynb #5993fac0
+# %% ../nbs/18a_fit.ipynb #d28b310b
 def _views(index: DatasetIndex, split: str, identity: int | None, size: int):
     "Every image of one person in a split, as person crops in memory."
     ds = AvatarDataset(index, split, DataConfig(size=size, augment=False, source_split=split))
@@ -233,6 +233,26 @@ def _views(index: DatasetIndex, split: str, identity: int | None, size: int):
                             "row": torch.tensor([index.row(e[0]) for e in ents]),
                             "cam": torch.tensor([cams.index(e[1]) for e in ents])}, cams
 
+# %% ../nbs/18a_fit.ipynb #962cd82f
+def image_colours(template: GaussianTemplate, # the Gaussians' placement
+                  images: Tensor, # [R, 3, H, W] views of the person, RGB in [0, 1]
+                  vertices: Tensor, # [R, V, 3] their bodies, each in its camera's frame, metres
+                  K: Tensor, # [R, 3, 3] intrinsics, pixels
+                 ) -> Tensor:  # [N, 3] RGB in [0, 1]
+    "Each Gaussian's colour averaged over the views that see it (weighted by how squarely), grey where none does."
+    from avatar_nb.sampling import sample_map, sampler_visibility
+    loc, cols, ws = Localiser(template), [], []
+    with torch.no_grad():
+        for i in range(0, len(images), 8):
+            l = loc(vertices[i:i + 8].float(), K[i:i + 8].float(), check=False)
+            vis = sampler_visibility(l.x2d, l.depth, tuple(images.shape[-2:]), max_stride=8)
+            normal = l.frames[:, loc.face_idx, :, 2]
+            facing = (-(normal * F.normalize(l.x3d, dim=-1)).sum(-1)).abs()
+            cols.append(sample_map(images[i:i + 8].float(), l.x2d, images.shape[-2:])); ws.append(vis.float() * (0.1 + facing))
+    w = torch.cat(ws)[..., None]
+    return torch.where(w.sum(0) > 0, (torch.cat(cols) * w).sum(0) / w.sum(0).clamp_min(1e-8), torch.full_like(w[0].expand(-1, 3), 0.5))
+
+# %% ../nbs/18a_fit.ipynb #2810aa25
 def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows to correct
                     body=None, # the BodyModel of the index (AnnyBody, SmplxBody); loaded for Anny when None
                    ) -> BodyCorrection | None:
@@ -267,7 +287,7 @@ def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows
                        f"(mean {100 * float((v0 - torch.from_numpy(verts)).norm(dim=-1).mean()):.1f} cm apart); use body=rigid")
     return BodyCorrection("params", v0 if verts is None else torch.from_numpy(verts), body, params, index.body_model, b2w)
 
-# %% ../nbs/18a_fit.ipynb #0885aee7
+# %% ../nbs/18a_fit.ipynb #3113f586
 def _rigid4(aa: Tensor, t: Tensor) -> Tensor:  # [C, 3], [C, 3] -> [C, 4, 4]
     M = torch.eye(4, dtype=aa.dtype, device=aa.device).repeat(len(aa), 1, 1)
     M[:, :3, :3], M[:, :3, 3] = axis_angle_to_matrix(aa), t
@@ -332,7 +352,10 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     v["row"] = torch.tensor([remap[int(r)] for r in v["row"]])
     if index.vertices is None and corr is None: raise FitError(f"{index.root}: bodies need vertices when body=off")
     v["stored"] = torch.from_numpy(index.vertices[rows]) if index.vertices is not None else corr.stored
-    start = template_gaussians(template) if start is None else start
+    if start is None:  # the template, coloured from the images
+        start = template_gaussians(template)
+        col = image_colours(template, v["image"], transform_points(v["viewmat"], v["stored"][v["row"]]), v["K"])
+        start.sh[0, :, 0] = (col - 0.5) / SH_C0
     fit = Fit(template, start, corr, len(cams))
     dev = torch.device(device)
     fit.to(dev); v = {k: t.to(dev) for k, t in v.items()}
@@ -404,7 +427,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     if state_path is not None: state_path.unlink(missing_ok=True)  # done: the avatar is the result
     return a
 
-# %% ../nbs/18a_fit.ipynb #1fa54ddc
+# %% ../nbs/18a_fit.ipynb #ab18deb4
 def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
                     bodies: dict | None = None, # frame id -> [V, 3] world body; None: the dataset's stored bodies
                     background: tuple = (1.0, 1.0, 1.0), box_margin: float = 0.05, device: str = "cpu",
@@ -443,7 +466,7 @@ def body_error_cm(a: Avatar, truth: dict) -> float:  # mean vertex distance, cm
     "Mean vertex distance between the avatar's bodies and true bodies (frame id -> [V, 3])."
     return float(np.mean([np.linalg.norm(a.vertices[i] - truth[f], axis=-1).mean() for i, f in enumerate(a.frames)])) * 100
 
-# %% ../nbs/18a_fit.ipynb #00366609
+# %% ../nbs/18a_fit.ipynb #64515f6b
 def fused_decode(model, # a trained AvatarModel
                  images: Tensor, # [R, 3, H, W] the person's views, RGB in [0, 1] (crops, H and W multiples of the stride)
                  vertices: Tensor, # [R, V, 3] their bodies in each view's camera frame, metres
@@ -477,7 +500,7 @@ def fused_decode(model, # a trained AvatarModel
         z_id = model.identity_encoder(torch.cat(maps)[None], torch.cat(pts)[None], (H, W))
         return model.decoder(z_id, fused, hint if model.cfg.colour_hint else None)
 
-# %% ../nbs/18a_fit.ipynb #80896e8b
+# %% ../nbs/18a_fit.ipynb #e81bb162
 def _device(name: str | None) -> str: return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 def run_fit(args) -> Avatar:
