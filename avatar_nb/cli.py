@@ -187,17 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in `out` (trainer.overwrite=true)")
     tr.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. trainer.max_steps=20 out=runs/a")
     ev = sub.add_parser("eval", help="PSNR/SSIM/LPIPS on held-out splits, render FPS; metrics.json, .md, figure")
-    ev.add_argument("--checkpoint", required=True, help="checkpoint written by train (e.g. <out>/checkpoints/best.ckpt)")
+    ev.add_argument("--checkpoint", default=None, help="checkpoint written by train (e.g. <out>/checkpoints/best.ckpt)")
+    ev.add_argument("--avatar", default=None, help="instead of --checkpoint: an avatar file written by `fit`, rendered alone")
+    ev.add_argument("--refit-steps", type=int, default=0, help="--avatar: also score test_pose after fitting only its bodies")
+    ev.add_argument("--rig", default=None, help="--avatar: a baked Anny rig (avatar_nb.fit.save_rig) where anny is absent")
     ev.add_argument("--out", default=None, help="folder for the results (default: <checkpoint's run>/eval)")
     ev.add_argument("--data", default=None, help="dataset folder (default: the one the run trained on)")
     ev.add_argument("--device", default=None, help="torch device (default: the run's)")
     ev.add_argument("overrides", nargs="*", help="eval.* overrides, e.g. eval.max_items=10 eval.splits=[test_pose]")
     ex = sub.add_parser("export", help="PLY of the avatar in a dataset frame's pose, or a PLY sequence of a walk")
-    ex.add_argument("--checkpoint", required=True, help="checkpoint written by train")
+    ex.add_argument("--checkpoint", default=None, help="checkpoint written by train")
+    ex.add_argument("--avatar", default=None, help="instead of --checkpoint: an avatar file written by `fit` (with --frame)")
     ex.add_argument("--out", required=True, help="a .ply file (--frame) or a folder (--walk)")
     ex.add_argument("--frame", default=None, help="dataset frame id whose person and pose to export")
     ex.add_argument("--walk", type=int, default=0, help="frames of a synthetic walk cycle (Anny datasets)")
     ex.add_argument("--data", default=None, help="dataset folder (default: the one the run trained on)")
+    ft = sub.add_parser("fit", help="one person's avatar file: fused decode (or template), refinement, body correction")
+    ft.add_argument("--data", required=True, help="dataset folder")
+    ft.add_argument("--out", required=True, help="avatar file to write (.npz)")
+    ft.add_argument("--checkpoint", default=None, help="trained model to start from (fused decode); default: the template")
+    ft.add_argument("--best-views", type=int, default=None, help="fused decode: the N best views per Gaussian (default: all)")
+    ft.add_argument("--k", type=int, default=4, help="without --checkpoint: Gaussians per face of the template")
+    ft.add_argument("--sh-degree", type=int, default=3, help="without --checkpoint: SH degree of the template")
+    ft.add_argument("--rig", default=None, help="a baked Anny rig (avatar_nb.fit.save_rig) where anny is absent")
+    ft.add_argument("--body-model-path", default=None, help="SMPL-X/SMPL model file, for their pose correction")
+    ft.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    ft.add_argument("overrides", nargs="*", help="fit.* overrides (FitConfig), e.g. fit.steps=300 fit.body=rigid")
     sy = sub.add_parser("synth", help="generate a synthetic dataset of Anny people (the embedded default data)")
     sy.add_argument("--out", required=True, help="dataset folder to write")
     sy.add_argument("--identities", type=int, default=1, help="number of people")
@@ -206,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--size", type=int, default=256, help="image size, pixels")
     sy.add_argument("--monocular", action="store_true", help="add a moving monocular camera")
     sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--body-noise", type=float, default=0.0, metavar="DEG",
+                    help="store bodies with this rotation error per joint (std, degrees); the images show the true poses")
+    sy.add_argument("--transl-noise", type=float, default=0.0, metavar="M", help="store bodies with this translation error (std, metres)")
     sy.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     pp = sub.add_parser("preprocess", help="frames -> bodies (NLF, or MediaPipe + a fitted Anny body), cameras, masks -> a dataset")
     pp.add_argument("--pose", choices=["nlf", "mediapipe"], default="nlf", help="pose source (mediapipe: no licensed file)")
@@ -265,12 +283,24 @@ def main(argv: list[str] | None = None) -> int:
             q = (args.config, args.overrides, args.threshold) if args.quality else None
             res = run_bench(args.out, bc, q)
             print(f"avatar_nb bench -> {Path(args.out).resolve()}\n{bench_markdown(res)}")
+        elif args.command == "fit":
+            from avatar_nb.fit import run_fit
+            run_fit(args)
+        elif args.command in ("eval", "export") and bool(args.checkpoint) == bool(args.avatar):
+            raise ValueError(f"{args.command}: give exactly one of --checkpoint CKPT or --avatar AVATAR.npz")
+        elif args.command == "eval" and args.avatar:
+            from avatar_nb.fit import run_avatar_eval
+            run_avatar_eval(args)
+        elif args.command == "export" and args.avatar:
+            from avatar_nb.fit import run_avatar_export
+            run_avatar_export(args)
         elif args.command == "eval": run_eval(args)
         elif args.command == "export": run_export(args)
         elif args.command == "synth":
             from avatar_nb.synth import SynthConfig, generate_dataset
             sc = SynthConfig(identities=args.identities, poses=args.poses, views=args.views, size=args.size,
-                             monocular=args.monocular, seed=args.seed)
+                             monocular=args.monocular, seed=args.seed,
+                             body_noise=args.body_noise, transl_noise=args.transl_noise)
             s = generate_dataset(args.out, sc, overwrite=args.overwrite)
             print(f"avatar_nb synth -> {Path(args.out).resolve()}")
             print(json.dumps(s, indent=1, default=str))

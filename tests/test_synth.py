@@ -37,7 +37,7 @@ def test_layout_and_every_file(tiny, anny_body):
     assert sorted(p.name for p in root.iterdir()) == ["bodies.npz", "cameras.json", "images", "masks", "meta.json", "splits.json"]
     meta, cams, splits, z = load(root)
     assert (meta["format"], meta["version"], meta["body_model"], meta["source"], meta["masks"]) == \
-        ("avatar_nb-dataset", 1, "anny", "synthetic", "exact")
+        ("avatar_nb-dataset", 1, "anny", "synthetic", "coverage")
     assert meta["config"]["seed"] == 0 and meta["config"]["poses"] == 4
     # bodies.npz: T frames, Anny's parameter names, float32 parameters
     T, V, J = 8, anny_body.num_vertices, len(anny_body.bone_labels)
@@ -70,7 +70,7 @@ def test_layout_and_every_file(tiny, anny_body):
         assert (img.mode, img.size, mask.mode, mask.size) == ("RGB", (128, 128), "L", (128, 128))
 
 
-def test_masks_are_exact_silhouettes(tiny, anny_body):
+def test_masks_are_covered_fractions_of_the_silhouette(tiny, anny_body):
     root, _ = tiny
     body = vertex_parts(anny_body) != PART_NAMES.index("hand")  # fingers are thinner than a pixel here
     meta, cams, splits, z = load(root)
@@ -79,10 +79,10 @@ def test_masks_are_exact_silhouettes(tiny, anny_body):
     for t, f in enumerate(z["frame"]):
         mask = np.array(Image.open(root / "masks" / "cam_00" / f"{f}.png"))
         img = np.array(Image.open(root / "images" / "cam_00" / f"{f}.png"))
-        assert set(np.unique(mask)) == {0, 255}
-        fg = mask == 255
+        assert {0, 255} <= set(np.unique(mask)) and ((mask > 0) & (mask < 255)).mean() > 0.002  # soft edges
+        fg = mask >= 128  # at least half the pixel covered, as the readers threshold
         assert 0.03 < fg.mean() < 0.5
-        assert (img[~fg] == 255).all() and not (img[fg] == 255).all(axis=-1).any()  # white background only off the body
+        assert (img[mask == 0] == 255).all() and not (img[fg] == 255).all(axis=-1).any()  # white background only off the body
         uv = project(transform_points(E, torch.from_numpy(z["vertices"][t]).double()), K).floor().long().numpy()
         assert ((uv >= 0) & (uv < 128)).all()
         grown = fg.copy()

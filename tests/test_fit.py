@@ -1,0 +1,58 @@
+"The fit on the command line: fit -> eval --avatar -> export --avatar on the tiny SMPL dataset, and its bad inputs."
+import json
+
+import numpy as np
+import pytest
+
+from avatar_nb.avatar import load_avatar_file
+from avatar_nb.body import write_tiny_model_file
+from avatar_nb.cli import main
+from avatar_nb.data import write_tiny_dataset
+from avatar_nb.ply import load_ply
+
+FAST = ["--k", "1", "--sh-degree", "1", "--device", "cpu", "fit.steps=4", "fit.size=32", "fit.batch=2", "fit.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fit")
+    model = write_tiny_model_file(d / "SMPL_NEUTRAL.pkl", "smpl")
+    return d, model, write_tiny_dataset(d / "ds", model, width=48, height=64, n_frames=3)
+
+
+def test_fit_eval_export(tiny, capsys):
+    d, model, ds = tiny
+    out = d / "avatar.npz"
+    assert main(["fit", "--data", str(ds), "--out", str(out), "--body-model-path", str(model), *FAST]) == 0
+    a = load_avatar_file(out, expect_body_model="smpl")
+    assert a.provenance["body_correction"] == "params" and a.provenance["start"] == "template"
+    assert set(a.params) >= {"global_orient", "body_pose", "transl"} and len(a.frames) == 2  # the training frames
+    assert not (d / "avatar.npz.fit-state.pt").exists()  # done: no state left
+    assert main(["eval", "--avatar", str(out), "--data", str(ds), "--out", str(d / "ev")]) == 0
+    m = json.loads((d / "ev" / "metrics.json").read_text())
+    assert m["test_pose (stored bodies)"]["images"] == 3 and 5 < m["test_pose (stored bodies)"]["psnr_crop"] < 60
+    ply = d / "a.ply"
+    assert main(["export", "--avatar", str(out), "--frame", str(a.frames[0]), "--out", str(ply)]) == 0
+    s = load_ply(ply)
+    assert s.means.shape == (a.num_gaussians, 3) and np.isfinite(s.means.numpy()).all()
+
+
+def test_bad_inputs_are_named(tiny, capsys):
+    d, model, ds = tiny
+    assert main(["eval", "--avatar", str(d / "none.npz"), "--checkpoint", "x"]) == 2
+    assert "exactly one of --checkpoint" in capsys.readouterr().err
+    cut = d / "cut.npz"
+    cut.write_bytes(b"PK\x03\x04 not a whole file")
+    assert main(["eval", "--avatar", str(cut), "--data", str(ds)]) == 2
+    assert f"{cut}: not a readable avatar file" in capsys.readouterr().err
+    z = dict(np.load(ds / "bodies.npz"))
+    verts_only = d / "verts_only"
+    import shutil
+    shutil.copytree(ds, verts_only)
+    np.savez(verts_only / "bodies.npz", frame=z["frame"], identity=z["identity"], vertices=z["vertices"])
+    out = d / "never.npz"
+    assert main(["fit", "--data", str(verts_only), "--out", str(out), "--body-model-path", str(model), *FAST,
+                 "fit.body=params"]) == 2
+    err = capsys.readouterr().err
+    assert "bodies.npz" in err and "body=rigid" in err
+    assert not out.exists() and not [p for p in d.iterdir() if p.name.startswith(".never")]  # nothing half-written
