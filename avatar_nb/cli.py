@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .config import Config, ConfigError, config_to_yaml, load_config
+from .config import ConfigError, load_config
 from .body import load_body_model
-from .template import GaussianTemplate, build_template
+from .template import GaussianTemplate
 from .localise import intrinsics, look_at, place_template
 from .render import render
-from .ply import Splats, save_ply
+from .ply import Splats
 
 # %% ../nbs/90_cli.ipynb #626ca3a6
 def template_splats(t: GaussianTemplate) -> Splats:
