@@ -161,7 +161,7 @@ def load_lpips(mode: Literal["auto", "required", "never"] = "auto", # use where 
                                "or set loss.lpips='auto' to train without it.", reason=why)
     if not _LPIPS_WARNED:
         _LPIPS_WARNED = True
-        warnings.warn(f"LPIPS is unavailable ({why}): training goes on without it and metrics will show LPIPS as "
+        warnings.warn(f"LPIPS is unavailable: {why}. Training goes on without it and metrics will show LPIPS as "
                       f"unavailable; loss.lpips=required stops instead and says how to install it.", stacklevel=2)
     return None
 
