@@ -32,6 +32,7 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
 mediapipe_requirements = (cfg.get('mediapipe_requirements') or '').split()
+gpu_requirements = (cfg.get('gpu_requirements') or '').split()  # pip install -e ".[gpu]"
 project_urls = {}
 if cfg.get('doc_host'): project_urls["Documentation"] = cfg['doc_host'] + cfg.get('doc_baseurl', '')
 
@@ -47,7 +48,7 @@ setuptools.setup(
     packages = setuptools.find_packages(),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'mediapipe': mediapipe_requirements },
+    extras_require={ 'dev': dev_requirements, 'mediapipe': mediapipe_requirements, 'gpu': gpu_requirements },
     package_data = {cfg['lib_name']: ['models/*.task', 'models/LICENSE', 'models/README.md']},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],

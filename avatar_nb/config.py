@@ -13,7 +13,7 @@ from typing import Literal, Optional, Sequence
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 # %% ../nbs/01_config.ipynb #ac5f7075
 @dataclass
@@ -79,7 +79,8 @@ class ConfigError(ValueError):
 
 def load_config(path: str | Path | None = None, # YAML file, or None for the defaults
                 overrides: Sequence[str] = (), # dotted `key=value` overrides, applied last
-                schema: type = Config, # the dataclass to validate against (a `Config` or a subclass, e.g. the training run's)
+                schema: type | object = Config, # the dataclass to validate against (a `Config` or a subclass, e.g. the
+                                                # training run's), or an instance of one: its values are the defaults
                 text: str | None = None, # YAML text instead of a file (a checkpoint's stored config)
                ) -> Config:
     "Read a validated `Config` (or `schema`) from defaults, a YAML file (or text) and dotted overrides."
@@ -114,6 +115,8 @@ def load_config(path: str | Path | None = None, # YAML file, or None for the def
                               f"set them in the file or as key=value overrides")
         return OmegaConf.to_object(schema)
     except ConfigError: raise
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"missing value for {e.full_key}: set it in the config file or as {e.full_key}=...") from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         msg = str(e).splitlines()[0]

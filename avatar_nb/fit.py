@@ -506,14 +506,12 @@ def _device(name: str | None) -> str: return name or ("cuda" if torch.cuda.is_av
 def run_fit(args) -> Avatar:
     "`avatar_nb fit`: a person's avatar file from a dataset, starting from a trained model's fused decode or the template."
     from avatar_nb.avatar import save_avatar
-    from avatar_nb.cli import load_config_overrides
+    from avatar_nb.cli import command_config
     from avatar_nb.config import TemplateConfig, BodyConfig
     from avatar_nb.data import load_dataset_index
     from avatar_nb.template import build_template
     index, dev = load_dataset_index(args.data), _device(args.device)
-    bad = [o for o in args.overrides if not o.startswith("fit.")]
-    if bad: raise ValueError(f"fit takes only fit.* overrides (FitConfig keys), got {bad}")
-    cfg = load_config_overrides(FitConfig(), [o[len("fit."):] for o in args.overrides], "fit")
+    cfg = command_config(FitConfig(), args)  # --config FILE and key=value, FitConfig's keys
     body = load_rig(args.rig) if args.rig else None
     if body is None and index.body_model != "anny" and cfg.body in ("auto", "params") and index.params:
         from avatar_nb.body import load_body_model

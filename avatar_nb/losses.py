@@ -161,8 +161,8 @@ def load_lpips(mode: Literal["auto", "required", "never"] = "auto", # use where 
                                "or set loss.lpips='auto' to train without it.", reason=why)
     if not _LPIPS_WARNED:
         _LPIPS_WARNED = True
-        warnings.warn(f"LPIPS is unavailable, so the loss has no perceptual term and metrics will show LPIPS as "
-                      f"unavailable: {why}. {_lpips_fix(net)}.", stacklevel=2)
+        warnings.warn(f"LPIPS is unavailable: {why}. Training goes on without it and metrics will show LPIPS as "
+                      f"unavailable; loss.lpips=required stops instead and says how to install it.", stacklevel=2)
     return None
 
 def lpips_distance(fn: nn.Module, # from `load_lpips`

@@ -20,6 +20,9 @@ def test_demo_end_to_end(tmp_path):
     r = run_py("-m", "avatar_nb", "demo", "--out", str(out), *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| test_view |" in r.stdout and "27,420 Gaussians" in r.stdout
+    assert "step 6/6  loss " in r.stdout and "steps/s  elapsed " in r.stdout  # not a terminal: progress lines
+    for noise in ("Tip:", "weights_only", "LeafSpec", "TPU available", "CUDA driver", "Traceback"):
+        assert noise not in r.stdout + r.stderr, noise
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 6 and set(s["metrics"]) == {"test_view", "test_pose"}
     for m in s["metrics"].values():
@@ -40,6 +43,8 @@ def test_demo_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(m["splits"]) == ["test_pose"] and m["splits"]["test_pose"]["count"] == 1
+    r = run_py("-m", "avatar_nb", "eval", "--checkpoint", s["checkpoint"], "trainer.lr=1")  # would alter the run
+    assert r.returncode == 2 and "trainer.lr" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_py("-m", "avatar_nb", "export", "--checkpoint", s["checkpoint"], "--walk", "3", "--out", str(tmp_path / "walk"))
     assert r.returncode == 0, r.stderr[-3000:]
     files = sorted(p.name for p in (tmp_path / "walk").iterdir())
@@ -84,3 +89,20 @@ def test_bad_input_exits_2_with_the_key(tmp_path):
     assert r.returncode == 2 and "none.yaml" in r.stderr
     r = run_py("-m", "avatar_nb", "eval", "--checkpoint", str(tmp_path / "none.ckpt"))
     assert r.returncode == 2 and "none.ckpt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_every_subcommand_takes_config_file_and_keys(tmp_path):
+    (tmp_path / "synth.yaml").write_text("poses: 2\nviews: 2\nsize: 32\n")
+    out = tmp_path / "s"
+    r = run_py("-m", "avatar_nb", "synth", "--out", str(out), "--config", str(tmp_path / "synth.yaml"), "seed=5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())["config"]
+    assert (meta["poses"], meta["views"], meta["size"], meta["seed"]) == (2, 2, 32, 5)
+    for args, key in ((["synth", "--out", str(tmp_path / "t"), "sizee=3"], "sizee"),
+                      (["synth", "--out", str(tmp_path / "t"), "size=big"], "size"),
+                      (["preprocess", "--images", str(tmp_path), "--out", str(tmp_path / "p")], "nlf"),
+                      (["bench", "--out", str(tmp_path / "b"), "repz=3"], "repz"),
+                      (["train", "--config", str(tmp_path / "synth.yaml")], "poses")):
+        r = run_py("-m", "avatar_nb", *args)
+        assert r.returncode == 2 and key in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-2000:])
+    assert not (tmp_path / "t").exists() and not (tmp_path / "b").exists()

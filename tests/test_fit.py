@@ -10,7 +10,7 @@ from avatar_nb.cli import main
 from avatar_nb.data import write_tiny_dataset
 from avatar_nb.ply import load_ply
 
-FAST = ["--k", "1", "--sh-degree", "1", "--device", "cpu", "fit.steps=4", "fit.size=32", "fit.batch=2", "fit.progress=false"]
+FAST = ["--k", "1", "--sh-degree", "1", "--device", "cpu", "steps=4", "size=32", "batch=2", "progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_bad_inputs_are_named(tiny, capsys):
     np.savez(verts_only / "bodies.npz", frame=z["frame"], identity=z["identity"], vertices=z["vertices"])
     out = d / "never.npz"
     assert main(["fit", "--data", str(verts_only), "--out", str(out), "--body-model-path", str(model), *FAST,
-                 "fit.body=params"]) == 2
+                 "body=params"]) == 2
     err = capsys.readouterr().err
     assert "bodies.npz" in err and "body=rigid" in err
     assert not out.exists() and not [p for p in d.iterdir() if p.name.startswith(".never")]  # nothing half-written

@@ -41,7 +41,7 @@ print(caught[0].message if caught else "")
     counts, msg = r.stdout.split("\n", 1)
     assert counts.split() == ["3", "1"]
     assert "LPIPS is unavailable" in msg and "metrics will show LPIPS as unavailable" in msg
-    assert "cannot be imported" in msg and "TORCH_HOME=" in msg
+    assert "cannot be imported" in msg and "loss.lpips=required" in msg and "\n" not in msg.strip()
 
 
 def test_required_raises_naming_torch_home(monkeypatch, tmp_path):

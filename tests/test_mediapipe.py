@@ -34,7 +34,7 @@ def test_cli_writes_a_dataset_and_counts_skips(tmp_path):
     (frames / "c_corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "mine"
     r = run_py("-m", "avatar_nb", "preprocess", "--pose", "mediapipe", "--images", str(frames), "--out", str(out),
-               "--iterations", "30")
+               "iterations=30")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "1 without a person, 1 unreadable" in r.stdout
     idx = load_dataset_index(out)
@@ -128,7 +128,7 @@ def test_cli_video(tmp_path):
     iio.imwrite(video, frames, fps=25)
     out = tmp_path / "vid"
     r = run_py("-m", "avatar_nb", "preprocess", "--pose", "mediapipe", "--video", str(video), "--out", str(out),
-               "--iterations", "10", "--max-frames", "3")
+               "iterations=10", "max_frames=3")
     assert r.returncode == 0, r.stderr[-3000:]
     idx = load_dataset_index(out)
     assert list(idx.frames) == ["000000", "000001", "000002"]

@@ -27,7 +27,7 @@ def test_cli_preprocess_end_to_end(tmp_path, standin):
         Image.fromarray(((im[..., 0] > 0) * 255).astype(np.uint8)).save(masks / f"{i:04d}.png")
     out = tmp_path / "ds"
     r = run_py("-m", "avatar_nb", "preprocess", "--images", str(frames), "--masks", str(masks), "--nlf", str(standin),
-               "--out", str(out), "--test-every", "2")
+               "--out", str(out), "test_every=2")
     assert r.returncode == 0, r.stderr
     assert "4 frames" in r.stdout and "0 without a person" in r.stdout, r.stdout
     import json

@@ -197,7 +197,7 @@ def test_bad_config_names_the_field(tmp_path):
 
 def test_cli_synth(tmp_path):
     out = tmp_path / "cli"
-    args = ("-m", "avatar_nb", "synth", "--out", str(out), "--poses", "2", "--views", "2", "--size", "32", "--seed", "3")
+    args = ("-m", "avatar_nb", "synth", "--out", str(out), "poses=2", "views=2", "size=32", "seed=3")
     r = run_py(*args)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "meta.json").read_text())["config"]["seed"] == 3
