@@ -21,7 +21,6 @@ from .body import ANNY_TO_BODY, SMPLX_PARAMS, SMPLX_POSE_SLICES, pose_slices, sp
 from .decoder import DecodedGaussians
 from .export import export_sequence
 from .model import AvatarModel
-from .render import render
 from .viz import orbit_camera
 from .files import atomic_path
 

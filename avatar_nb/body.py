@@ -10,7 +10,6 @@ __all__ = ['WARP_NO_DRIVER', 'ANNY_CACHE_NOTICE', 'ANNY_TO_BODY', 'MODEL_SOURCES
 
 # %% ../nbs/02_body_models.ipynb #355d841d
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -328,7 +327,6 @@ def write_tiny_model_file(path: str | Path, # where to write (SMPLX_NEUTRAL.npz 
     V = len(v)
     parents = np.concatenate([[-1], np.arange(J - 1)]).astype(np.int64)
     jy = np.linspace(0.05, 1.65, J)
-    joints = np.stack([np.zeros(J), jy, np.zeros(J)], 1)
     d = np.abs(v[:, None, 1] - jy[None])
     w = np.exp(-d / 0.05); w /= w.sum(1, keepdims=True)
     Jreg = np.exp(-((v[None, :, 1] - jy[:, None]) ** 2) / 0.01); Jreg /= Jreg.sum(1, keepdims=True)

@@ -7,7 +7,7 @@ __all__ = ['TemplateMode', 'BodyConfig', 'TemplateConfig', 'check_template_args'
            'config_to_yaml']
 
 # %% ../nbs/01_config.ipynb #f2654744
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 

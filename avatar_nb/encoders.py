@@ -276,7 +276,7 @@ def foreground_mask(points2d: Tensor, # [B, M, 2] pixel coordinates of the body'
     "Soft person mask at feature resolution, splatted from projected body points."
     if points2d.dim() != 3 or points2d.shape[-1] != 2:
         raise ValueError(f"points2d must have shape [B, M, 2] (pixels), got {list(points2d.shape)}")
-    (H, W), (Hf, Wf), B = image_hw, feat_hw, points2d.shape[0]
+    (Hf, Wf), B = feat_hw, points2d.shape[0]
     cell, ok = pixel_cells(points2d, image_hw, feat_hw)
     occ = torch.zeros(B, Hf * Wf, device=points2d.device).scatter_add_(1, cell, ok.float())
     occ = (occ > 0).float().view(B, 1, Hf, Wf)

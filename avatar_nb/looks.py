@@ -7,24 +7,15 @@ __all__ = ['ColourBy', 'COLOUR_MODES', 'orbit_camera', 'base_rgb', 'colormap', '
            'subset_mask', 'blend_vertices']
 
 # %% ../nbs/19_looks.ipynb #c21b447a
-import html
-import io
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import matplotlib
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
 
-from .decoder import DecodedGaussians
 from .localise import intrinsics, look_at
-from .model import AvatarModel
-from .ply import Splats
-from .render import render
 from .template import SH_C0
 
 # %% ../nbs/19_looks.ipynb #baea4956

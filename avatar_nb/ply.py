@@ -6,8 +6,6 @@
 __all__ = ['Splats', 'flip_yz', 'ply_property_names', 'save_ply', 'load_ply', 'save_ply_sequence']
 
 # %% ../nbs/06_ply.ipynb #640ec3ca
-import math
-import os
 import warnings
 from pathlib import Path
 from typing import Iterable, Literal
@@ -15,7 +13,6 @@ from typing import Iterable, Literal
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyElementParseError, PlyHeaderParseError, PlyListProperty
-from torch import Tensor
 
 from .files import atomic_write
 from .gaussians import Gaussians

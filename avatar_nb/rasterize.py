@@ -181,7 +181,6 @@ def rasterize(means: Tensor, # [..., N, 3] world-frame centres, metres ([N, 3] o
     "The PyTorch rasterizer: colour, alpha and expected depth of Gaussians in a batch of cameras."
     lead = means.shape[:-2]
     B = math.prod(lead) if lead else 1
-    N = means.shape[-2]
     C = viewmats.shape[-3]
     I = B * C
     def per_image(t):  # [*lead, N, ...] -> [I, N, ...]

@@ -80,7 +80,6 @@ def _gsplat():
 def _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background, sh_degree,
                    near_plane, far_plane, eps2d, antialiased, tile_size=8, packed=False, **_):
     gsplat = _gsplat()
-    lead = means.shape[:-2]
     try:
         img, acc, _meta = gsplat.rasterization(
             means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height),

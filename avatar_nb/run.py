@@ -12,40 +12,35 @@ __all__ = ['RUN_FILES', 'RESUME_MAY_CHANGE', 'DatasetConfig', 'TrainConfig', 'Ru
 import csv
 import errno
 import fcntl
-import math
 import os
 import shutil
 import signal
 import socket
 import threading
-import warnings
 from dataclasses import dataclass, field, fields
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .files import atomic_write, is_temp_name
 from .config import Config, ConfigError, TemplateConfig, config_to_yaml, load_config
 from .body import load_body_model
-from .template import GaussianTemplate, build_template, check_template
-from .data import load_dataset_index, DatasetIndex
+from .template import GaussianTemplate, check_template
+from .data import load_dataset_index
 from .pairs import AvatarDataset, DataConfig, collate, finish_pair
 from .synth import SynthConfig, generate_dataset
-from .model import AvatarModel, ModelConfig, composite, render_pair
+from .model import ModelConfig
 from .decoder import DecoderConfig
-from .losses import AvatarLoss, LossConfig, psnr
+from .losses import LossConfig
 from .evaluate import EvalConfig
-from .files import atomic_write
 
 # %% ../nbs/18_run.ipynb #b7f2a8f8
 @dataclass

@@ -11,7 +11,6 @@ __all__ = ['LIGHTNING_NOISE', 'TrainingError', 'lr_lambda', 'backgrounds', 'all_
 # %% ../nbs/18_train.ipynb #05673dc4
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -28,7 +27,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, LearningRateMonitor, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from .files import atomic_write
@@ -39,9 +38,9 @@ from .model import AvatarModel, camera_vertices, composite, render_pair
 from .sampling import pick_zbuffer_stride
 from .losses import AvatarLoss, psnr
 
-from .run import (DatasetConfig, TrainConfig, RunConfig, load_run_config, CheckpointError,
-                           AtomicCheckpointIO, read_checkpoint, template_state, template_from_state, StreamSampler,
-                           AvatarDataModule, RunCSVLogger, RunFolderError, StopOnSignal, TrainingInterrupted,
+from .run import load_run_config, RunFolderError  # noqa: F401 (part of the training API: `train(load_run_config(...))`)
+from .run import (TrainConfig, RunConfig, CheckpointError,
+                           AtomicCheckpointIO, read_checkpoint, template_state, template_from_state, AvatarDataModule, RunCSVLogger, StopOnSignal, TrainingInterrupted,
                            open_run_folder)
 
 # %% ../nbs/18_train.ipynb #08671438

@@ -10,7 +10,7 @@ import html
 import io
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Literal, Sequence
+from typing import Sequence
 
 import matplotlib
 import numpy as np
@@ -21,12 +21,10 @@ from torch import Tensor
 from fastcore.basics import patch
 
 from .decoder import DecodedGaussians
-from .localise import intrinsics, look_at
 from .model import AvatarModel
 from .gaussians import Gaussians
-from .template import SH_C0
 
-from .looks import (orbit_camera, base_rgb, colormap, scalar_field, part_palette, gaussian_labels, subset_mask, blend_vertices,
+from .looks import (orbit_camera, colormap, scalar_field, part_palette, gaussian_labels, subset_mask, blend_vertices,
                             ColourBy, COLOUR_MODES)
 
 # %% ../nbs/19_viz.ipynb #72069138

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ def tiny_run(tmp_path, tiny_model_dir):
     model = tiny_model_dir / "smpl" / "SMPL_NEUTRAL.pkl"
     write_tiny_dataset(tmp_path / "data", model, width=48, height=64, n_frames=4)
     return tmp_path, [
-        f"body.model=smpl", f"body.model_path={model}", "template.k=2", "template.sh_degree=1",
+        "body.model=smpl", f"body.model_path={model}", "template.k=2", "template.sh_degree=1",
         f"dataset.root={tmp_path / 'data'}", "dataset.generate=false", "dataset.val_split=test_pose",
         "data.size=32", "data.cache_dir=null", "model.encoder.width=8", "model.encoder.out_channels=16",
         "model.encoder.z_dim=8", "model.encoder.id_hidden=16", "model.decoder.hidden=32",
