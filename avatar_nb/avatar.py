@@ -147,12 +147,11 @@ def place_gaussians(localiser: Localiser, g: DecodedGaussians, # [1, N, ...] fac
                    ) -> PlacedGaussians:
     "Face-local Gaussians of one person on B bodies (each in its camera's frame)."
     B = vertices.shape[0]
-    loc = localiser(vertices.detach(), torch.eye(3, dtype=vertices.dtype, device=vertices.device), check=False)
+    loc = localiser.place(vertices.detach(), check=False)
     if vertices.requires_grad:  # the body is being corrected: its gradient flows through the centres only
         # (face frames are not differentiable where a quaternion component is zero)
-        loc = replace(loc, x3d=(vertices[:, localiser.gauss_vid] * localiser.bary.to(vertices)[None, :, :, None]).sum(2))
-    pg = pose_gaussians(loc, localiser.face_idx, g.rotation[0], g.scale[0], g.offset.expand(B, -1))
-    return PlacedGaussians(pg.means, pg.quats, pg.scales, g.opacity.expand(B, -1), g.sh.expand(B, -1, -1, -1))
+        loc = replace(loc, centres=(vertices[:, localiser.gauss_vid] * localiser.bary.to(vertices)[None, :, :, None]).sum(2))
+    return pose_gaussians(loc, localiser.face_idx, g.rotation[0], g.scale[0], g.opacity[0], g.sh[0], g.offset.expand(B, -1))
 
 def render_avatar(a: Avatar, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
                   viewmat: Tensor, K: Tensor, # [B, 4, 4] world-to-camera, [B, 3, 3] intrinsics, pixels
