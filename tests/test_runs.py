@@ -299,3 +299,16 @@ def test_small_faults_are_named(tiny_run, tmp_path):
     assert r.returncode == 2 and "relative to the working directory" in r.stderr and "--data" in r.stderr, r.stderr
     _train(ov + [f"out={run}", "trainer.max_steps=2", "trainer.resume=last"])
     assert not list((run / "checkpoints").glob(".*.part"))  # cleaned at the next start
+
+
+def test_no_val_split_says_there_will_be_no_best_checkpoint(tiny_run, capsys):
+    "Case 13: validation asked for on a dataset without the val split is said at start, not found missing at the end."
+    tmp, ov = tiny_run
+    run = tmp / "a"
+    r = _train(ov + [f"out={run}", "trainer.max_steps=2", "trainer.val_every=1", "dataset.val_split=val"])
+    err = capsys.readouterr().err
+    assert r["best"] is None and not (run / "checkpoints" / "best.ckpt").exists()
+    assert f"{tmp / 'data'} has no entries in split 'val'" in err and "no best.ckpt" in err, err[-2000:]
+    assert "trainer.val_every=0" in err
+    _train(ov + [f"out={tmp / 'b'}", "trainer.max_steps=2", "trainer.val_every=1", "trainer.val_items=1"])
+    assert "no best.ckpt" not in capsys.readouterr().err  # test_pose is there: nothing to say
