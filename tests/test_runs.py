@@ -312,3 +312,17 @@ def test_no_val_split_says_there_will_be_no_best_checkpoint(tiny_run, capsys):
     assert "trainer.val_every=0" in err
     _train(ov + [f"out={tmp / 'b'}", "trainer.max_steps=2", "trainer.val_every=1", "trainer.val_items=1"])
     assert "no best.ckpt" not in capsys.readouterr().err  # test_pose is there: nothing to say
+
+
+def test_skipped_entries_are_reported(tiny_run, capsys):
+    "Case 13: entries left out by dataset.on_error=skip are counted and named once at the start of training."
+    from avatar_nb.data import load_dataset_index
+    tmp, ov = tiny_run
+    index = load_dataset_index(tmp / "data")
+    entry = index.splits["train"][0]
+    index.files[entry][0].unlink()
+    r = _train(ov + [f"out={tmp / 'a'}", "trainer.max_steps=1", "dataset.on_error=skip"])
+    err = capsys.readouterr().err
+    assert r["steps"] == 1
+    assert err.count("dataset entry skipped (dataset.on_error=skip)") == 1, err[-2000:]
+    assert "1 dataset entry skipped" in err and f"missing image {index.files[entry][0]}" in err, err[-2000:]
