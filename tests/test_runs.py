@@ -326,3 +326,21 @@ def test_skipped_entries_are_reported(tiny_run, capsys):
     assert r["steps"] == 1
     assert err.count("dataset entry skipped (dataset.on_error=skip)") == 1, err[-2000:]
     assert "1 dataset entry skipped" in err and f"missing image {index.files[entry][0]}" in err, err[-2000:]
+
+
+def test_truncated_png_and_black_mask_are_found_at_start(tiny_run):
+    "Case 13: a PNG cut short and an all-black mask are named when the dataset is loaded, not mid-run."
+    from PIL import Image
+    from avatar_nb.data import DatasetError, load_dataset_index
+    tmp, ov = tiny_run
+    index = load_dataset_index(tmp / "data")
+    (img, _), (_, mask) = index.files[index.splits["train"][0]], index.files[index.splits["train"][1]]
+    img.write_bytes(img.read_bytes()[: img.stat().st_size * 2 // 3])
+    with pytest.raises(DatasetError, match=rf"cannot read image {img}: truncated or damaged"):
+        load_dataset_index(tmp / "data")
+    with pytest.raises(DatasetError, match=rf"{img}: truncated"):
+        _train(ov + [f"out={tmp / 'a'}", "trainer.max_steps=1"])
+    with Image.open(mask) as m: black = Image.new(m.mode, m.size)
+    black.save(mask)
+    skipped = load_dataset_index(tmp / "data", on_error="skip").skipped
+    assert len(skipped) == 2 and any(f"mask {mask} is all black" in s for s in skipped), skipped
