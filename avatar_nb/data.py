@@ -168,7 +168,7 @@ def _file_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as im: return im.size
 
 def check_entry(index: DatasetIndex, entry: tuple[str, str]) -> str | None:
-    "Why an entry's image or mask is unusable (from the file headers), or None."
+    "Why an entry's image or mask is unusable (headers, PNG checksums, an all-black mask), or None."
     cam = index.cameras[entry[1]]
     for what, path in zip(("image", "mask"), index.files[entry]):
         if not path.is_file(): return f"missing {what} {path}"
@@ -176,6 +176,13 @@ def check_entry(index: DatasetIndex, entry: tuple[str, str]) -> str | None:
         except Exception as e: return f"cannot read {what} {path} ({type(e).__name__}: {e})"
         if (W, H) != (cam.width, cam.height):
             return f"{what} {path} is {W}x{H} but camera {entry[1]!r} is {cam.width}x{cam.height} (WxH)"
+        if path.suffix.lower() != ".png": continue
+        try:  # a PNG cut short or damaged: its chunk checksums (cheap, nothing decoded); a mask is decoded
+            with Image.open(path) as im:
+                if what == "image": im.verify()
+                elif not np.asarray(im).any(): return f"mask {path} is all black: no person in the view"
+        except Exception as e:
+            return f"cannot read {what} {path}: truncated or damaged ({type(e).__name__}: {e})"
     return None
 
 def check_files(index: DatasetIndex, on_error: Literal["raise", "skip"] = "raise") -> DatasetIndex:

@@ -144,6 +144,12 @@ def load_ply(path: str | Path, # a 3DGS PLY (INRIA layout)
     M = sum(n.startswith("f_rest_") for n in have)
     if M not in (0, 9, 24, 45) or any(f"f_rest_{i}" not in have for i in range(M)):
         raise ValueError(f"{path}: f_rest_* must be f_rest_0..f_rest_{{M-1}} with M in 0, 9, 24, 45; found {M}")
+    for n in (*_REQUIRED, *[f"f_rest_{i}" for i in range(M)]):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(v[n], dtype=np.float64)))
+        if len(bad):
+            raise ValueError(f"{path}: vertex property '{n}' holds {len(bad)} non-finite value(s) (NaN or inf), "
+                             f"first at vertex {', '.join(map(str, bad[:5]))}; the file is damaged or was written "
+                             f"from a diverged model: re-export it")
     col = lambda *names: (np.stack([np.asarray(v[n], dtype=np.float64) for n in names], -1) if names
                           else np.zeros((len(v), 0)))
     N, K = len(v), M // 3 + 1

@@ -98,7 +98,7 @@ class RunConfig(Config):
     out: str = "outputs/demo"  # run folder: checkpoints, logs, samples, metrics
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     template: TemplateConfig = field(default_factory=lambda: TemplateConfig(k=1, sh_degree=1))  # CPU-sized
-    data: DataConfig = field(default_factory=lambda: DataConfig(size=128, cache_dir="outputs/demo/cache"))
+    data: DataConfig = field(default_factory=lambda: DataConfig(size=128, cache_dir="${out}/cache"))  # follows `out`
     model: ModelConfig = field(default_factory=lambda: ModelConfig(decoder=DecoderConfig(hidden=128)))
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainConfig = field(default_factory=TrainConfig)

@@ -417,7 +417,17 @@ def _train(cfg: RunConfig, stopper: StopOnSignal, callbacks: list, module_cls, t
     # the first process checks, cleans and locks the folder before anything is written into it
     with open_run_folder(cfg, resume) if trainer.is_global_zero else nullcontext():
         dm = AvatarDataModule(cfg, start=lambda: module.batches_seen)
-        if trainer.is_global_zero: dm.prepare_data(); dm.setup("fit")  # dataset errors before any file is written
+        if trainer.is_global_zero:
+            dm.prepare_data(); dm.setup("fit")  # dataset errors before any file is written
+            if dm.index.skipped:  # dataset.on_error=skip: say what was left out, once
+                n = len(dm.index.skipped)
+                print(f"note: {cfg.dataset.root}: {n} dataset entr{'y' if n == 1 else 'ies'} skipped (dataset.on_error=skip): "
+                      + "; ".join(dm.index.skipped[:3]) + (f"; and {n - 3} more" if n > 3 else ""), file=sys.stderr, flush=True)
+            if cfg.trainer.val_every and not (dm.val_set is not None and len(dm.val_set)):
+                d = cfg.dataset
+                print(f"note: {d.root} has no entries in split {d.val_split!r} (dataset.val_split): no validation, so no "
+                      f"best.ckpt is written, only last.ckpt; point dataset.val_split at a held-out split (synthetic "
+                      f"data: more dataset.synth.poses or views) or set trainer.val_every=0", file=sys.stderr, flush=True)
         tmpl = run_template(cfg, resume)
         module = (module_cls or AvatarModule)(cfg, tmpl)  # the loss loads LPIPS as loss.lpips says
         if trainer.is_global_zero:

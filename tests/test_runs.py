@@ -299,3 +299,48 @@ def test_small_faults_are_named(tiny_run, tmp_path):
     assert r.returncode == 2 and "relative to the working directory" in r.stderr and "--data" in r.stderr, r.stderr
     _train(ov + [f"out={run}", "trainer.max_steps=2", "trainer.resume=last"])
     assert not list((run / "checkpoints").glob(".*.part"))  # cleaned at the next start
+
+
+def test_no_val_split_says_there_will_be_no_best_checkpoint(tiny_run, capsys):
+    "Case 13: validation asked for on a dataset without the val split is said at start, not found missing at the end."
+    tmp, ov = tiny_run
+    run = tmp / "a"
+    r = _train(ov + [f"out={run}", "trainer.max_steps=2", "trainer.val_every=1", "dataset.val_split=val"])
+    err = capsys.readouterr().err
+    assert r["best"] is None and not (run / "checkpoints" / "best.ckpt").exists()
+    assert f"{tmp / 'data'} has no entries in split 'val'" in err and "no best.ckpt" in err, err[-2000:]
+    assert "trainer.val_every=0" in err
+    _train(ov + [f"out={tmp / 'b'}", "trainer.max_steps=2", "trainer.val_every=1", "trainer.val_items=1"])
+    assert "no best.ckpt" not in capsys.readouterr().err  # test_pose is there: nothing to say
+
+
+def test_skipped_entries_are_reported(tiny_run, capsys):
+    "Case 13: entries left out by dataset.on_error=skip are counted and named once at the start of training."
+    from avatar_nb.data import load_dataset_index
+    tmp, ov = tiny_run
+    index = load_dataset_index(tmp / "data")
+    entry = index.splits["train"][0]
+    index.files[entry][0].unlink()
+    r = _train(ov + [f"out={tmp / 'a'}", "trainer.max_steps=1", "dataset.on_error=skip"])
+    err = capsys.readouterr().err
+    assert r["steps"] == 1
+    assert err.count("dataset entry skipped (dataset.on_error=skip)") == 1, err[-2000:]
+    assert "1 dataset entry skipped" in err and f"missing image {index.files[entry][0]}" in err, err[-2000:]
+
+
+def test_truncated_png_and_black_mask_are_found_at_start(tiny_run):
+    "Case 13: a PNG cut short and an all-black mask are named when the dataset is loaded, not mid-run."
+    from PIL import Image
+    from avatar_nb.data import DatasetError, load_dataset_index
+    tmp, ov = tiny_run
+    index = load_dataset_index(tmp / "data")
+    (img, _), (_, mask) = index.files[index.splits["train"][0]], index.files[index.splits["train"][1]]
+    img.write_bytes(img.read_bytes()[: img.stat().st_size * 2 // 3])
+    with pytest.raises(DatasetError, match=rf"cannot read image {img}: truncated or damaged"):
+        load_dataset_index(tmp / "data")
+    with pytest.raises(DatasetError, match=rf"{img}: truncated"):
+        _train(ov + [f"out={tmp / 'a'}", "trainer.max_steps=1"])
+    with Image.open(mask) as m: black = Image.new(m.mode, m.size)
+    black.save(mask)
+    skipped = load_dataset_index(tmp / "data", on_error="skip").skipped
+    assert len(skipped) == 2 and any(f"mask {mask} is all black" in s for s in skipped), skipped
