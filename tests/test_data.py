@@ -85,8 +85,8 @@ def _rm(p): return lambda r: (r / p).unlink()
 FAULTS = {
     "no meta": (_rm("meta.json"), ["meta.json not found"]),
     "meta not json": (lambda r: (r / "meta.json").write_text("{oops"), ["meta.json: not valid JSON"]),
-    "version": (lambda r: edit_json(r, "meta.json", lambda m: {**m, "version": 7}), ["meta.json", "version 7"]),
-    "format": (lambda r: edit_json(r, "meta.json", lambda m: {**m, "format": "x"}), ["meta.json", "format must be"]),
+    "version": (lambda r: edit_json(r, "meta.json", lambda m: {**m, "version": 7}), ["meta.json", "version 7 is not readable"]),
+    "format": (lambda r: edit_json(r, "meta.json", lambda m: {**m, "format": "x"}), ["meta.json", "format must be 'avatar_nb-dataset'"]),
     "body model": (lambda r: edit_json(r, "meta.json", lambda m: {**m, "body_model": "mano"}), ["body_model must be one of"]),
     "missing camera": (lambda r: edit_json(r, "cameras.json", lambda c: {k: v for k, v in c.items() if k != "back"}),
                        ["splits.json", "camera 'back' is not in cameras.json"]),
@@ -108,7 +108,7 @@ FAULTS = {
     "corrupt image": (lambda r: (r / "images/back/000002.png").write_bytes(b"not a png"),
                       ["cannot read image", "images/back/000002.png"]),
     "mask size": (lambda r: Image.new("L", (40, 30)).save(r / "masks/front/000000.png"),
-                  ["masks/front/000000.png is 40x30", "camera 'front' is 96x128"]),
+                  ["masks/front/000000.png is 40x30 but camera 'front' is 96x128"]),
     "image size": (lambda r: Image.new("RGB", (128, 96)).save(r / "images/left/000002.png"),
                    ["images/left/000002.png is 128x96", "is 96x128"]),
 }
@@ -231,11 +231,6 @@ def test_colour_jitter_is_shared_by_source_and_target(tiny):
     assert max(ratios) - min(ratios) > 0.05  # and another for other items
 
 
-def test_flip_is_refused_with_the_reason():
-    with pytest.raises(NotImplementedError, match="left/right vertex map"):
-        DataConfig(flip=True)
-
-
 def test_vertices_from_the_body_model(copy, smpl):
     r = copy()
     stored = load_dataset_index(r).vertices
@@ -255,6 +250,13 @@ def test_bad_file_met_while_reading_raises_or_is_skipped_in_workers(copy):
     p.write_bytes(p.read_bytes()[:150])  # header intact, pixel data cut off
     idx = load_dataset_index(r)
     assert ("000000", "left") in idx.splits["train"]  # the header check cannot see it
+    k = idx.splits["train"].index(("000000", "left"))
+    with pytest.raises(Exception, match="images/left/000000.png"):
+        AvatarDataset(idx, "train", DataConfig(size=32, augment=False))[k]
+    one = AvatarDataset(idx, "train", DataConfig(size=32, augment=False, on_error="skip"))
+    p = one[k]
+    assert (p.target.frame, p.target.camera) == idx.splits["train"][k + 1]  # the split's next image in its place
+    assert len(p.skipped) == 1 and "images/left/000000.png" in p.skipped[0] and one.skipped == p.skipped
     dl = torch.utils.data.DataLoader(AvatarDataset(idx, "train", DataConfig(size=32)), batch_size=3, num_workers=2,
                                      collate_fn=collate)
     with pytest.raises(Exception, match="images/left/000000.png"):

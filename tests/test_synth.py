@@ -1,5 +1,6 @@
 "The synthetic dataset generator: the on-disk format, masks against the body, splits, determinism, atomic writes."
 import json
+import os
 import time
 
 import numpy as np
@@ -35,6 +36,8 @@ def load(root):
 def test_layout_and_every_file(tiny, anny_body):
     root, summary = tiny
     assert sorted(p.name for p in root.iterdir()) == ["bodies.npz", "cameras.json", "images", "masks", "meta.json", "splits.json"]
+    umask = os.umask(0); os.umask(umask)
+    assert root.stat().st_mode & 0o777 == 0o777 & ~umask  # the usual permissions, not a temporary folder's owner-only
     meta, cams, splits, z = load(root)
     assert (meta["format"], meta["version"], meta["body_model"], meta["source"], meta["masks"]) == \
         ("avatar_nb-dataset", 1, "anny", "synthetic", "coverage")

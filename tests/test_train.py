@@ -122,6 +122,9 @@ def test_corrupt_checkpoints_are_clear_errors(tiny_run):
     data = r["last"].read_bytes()
     cut = tmp / "cut.ckpt"; cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"): read_checkpoint(cut)
+    short = tmp / "short.ckpt"; short.write_bytes(data[:1000])
+    with pytest.raises(CheckpointError, match="short.ckpt.*truncated or corrupt|truncated or corrupt.*short.ckpt"):
+        load_avatar(short)
     junk = tmp / "junk.ckpt"; junk.write_bytes(os.urandom(4096))
     with pytest.raises(CheckpointError, match="junk.ckpt"): load_avatar(junk)
     foreign = tmp / "foreign.ckpt"; torch.save({"state_dict": {}}, foreign)
