@@ -9,29 +9,9 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, run_py
+from conftest import ROOT, run_py, train_tiny as _train
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-@pytest.fixture()
-def tiny_run(tmp_path, tiny_model_dir):
-    "Overrides for a run on the tiny SMPL-layout dataset: seconds per run."
-    from avatar_nb.data import write_tiny_dataset
-    model = tiny_model_dir / "smpl" / "SMPL_NEUTRAL.pkl"
-    write_tiny_dataset(tmp_path / "data", model, width=48, height=64, n_frames=4)
-    return tmp_path, [
-        "body.model=smpl", f"body.model_path={model}", "template.k=2", "template.sh_degree=1",
-        f"dataset.root={tmp_path / 'data'}", "dataset.generate=false", "dataset.val_split=test_pose",
-        "data.size=32", "data.cache_dir=null", "model.encoder.width=8", "model.encoder.out_channels=16",
-        "model.encoder.z_dim=8", "model.encoder.id_hidden=16", "model.decoder.hidden=32",
-        "loss.lpips_weight=0", "trainer.batch_size=2", "trainer.val_every=0", "trainer.sample_every=0",
-        "trainer.log_every=1", "trainer.threads=1", "trainer.background=random", "trainer.accelerator=cpu"]
-
-
-def _train(overrides, **kw):
-    from avatar_nb.train import load_run_config, train
-    return train(load_run_config(overrides=overrides), enable_progress_bar=False, enable_model_summary=False, **kw)
 
 
 def _state(path):
