@@ -77,7 +77,7 @@ def test_bad_video_and_fov_name_the_input(tmp_path):
     assert r.returncode != 0 and "missing.mp4" in r.stderr
     (tmp_path / "f").mkdir(); Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "f" / "a.png")
     r = run_py("-m", "avatar_nb", "preprocess", "--pose", "mediapipe", "--images", str(tmp_path / "f"),
-               "--out", str(tmp_path / "o"), "--fov-degrees", "179")
+               "--out", str(tmp_path / "o"), "fov_degrees=179")
     assert r.returncode != 0 and "179" in r.stderr and not (tmp_path / "o").exists()
 
 
