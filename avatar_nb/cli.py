@@ -297,17 +297,23 @@ def export_command(args) -> None:
 def add_fit(sub) -> None:
     p = sub.add_parser("fit", help="one person's avatar file: fused decode (or template), refinement, body correction")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--out", required=True, help="avatar file to write (.npz)")
+    p.add_argument("--out", required=True, help="avatar file to write (.npz); with --identities, a folder")
     p.add_argument("--checkpoint", default=None, help="trained model to start from (fused decode); default: the template")
     p.add_argument("--best-views", type=int, default=None, help="fused decode: the N best views per Gaussian (default: all)")
     p.add_argument("--k", type=int, default=4, help="without --checkpoint: Gaussians per face of the template")
     p.add_argument("--sh-degree", type=int, default=3, help="without --checkpoint: SH degree of the template")
+    p.add_argument("--template", default=None, help="without --checkpoint: a saved template (.npz) instead of building one")
     p.add_argument("--rig", default=None, help="a baked Anny rig (avatar_nb.fit.save_rig) where anny is absent")
     p.add_argument("--body-model-path", default=None, help="SMPL-X/SMPL model file, for their pose correction")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    p.add_argument("--identities", default=None, help="several people, one process each: 0,2,5 or all (--out: a folder)")
+    p.add_argument("--devices", type=int, default=None, help="--identities: processes at once, one GPU each (default: every GPU; 1 on the CPU)")
     add_config_args(p, "the fit (`avatar_nb.fit.FitConfig`)", "steps=300 body=rigid")
 
 def fit_command(args) -> None:
+    if args.identities is not None:
+        from avatar_nb.fit_many import fit_many
+        return fit_many(args)
     from avatar_nb.fit import run_fit
     run_fit(args)
 

@@ -56,3 +56,20 @@ def test_bad_inputs_are_named(tiny, capsys):
     err = capsys.readouterr().err
     assert "bodies.npz" in err and "body=rigid" in err
     assert not out.exists() and not [p for p in d.iterdir() if p.name.startswith(".never")]  # nothing half-written
+
+
+def test_several_people_one_process_each(tmp_path, capsys):
+    "`fit --identities all --devices 2`: two people fitted by two processes at once, one avatar file each."
+    ds = tmp_path / "ds"
+    assert main(["synth", "--out", str(ds), "identities=3", "poses=3", "size=48", "views=4"]) == 0
+    out = tmp_path / "people"
+    fast = ["--k", "1", "--sh-degree", "1", "steps=3", "size=32", "batch=2", "body=rigid"]
+    assert main(["fit", "--data", str(ds), "--out", str(out), "--identities", "all", "--devices", "2", *fast]) == 0
+    res = json.loads((out / "fit_many.json").read_text())
+    assert res["people"] == 2 and [j["rc"] for j in res["jobs"]] == [0, 0]  # person 2 is the held-out identity
+    assert {j["slot"] for j in res["jobs"]} == {0, 1} and all(j["start_s"] < 1 for j in res["jobs"])  # at once
+    for i in (0, 1):
+        a = load_avatar_file(out / f"person{i}.npz")
+        assert a.provenance["identity"] == i and a.provenance["body_correction"] == "rigid"
+    assert main(["fit", "--data", str(ds), "--out", str(out), "--identities", "0,2", *fast]) == 2
+    assert "--identities [2] have no images in split 'train'" in capsys.readouterr().err
