@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'template_gaussians',
-           'place_gaussians', 'render_avatar']
+           'place_gaussians', 'render_avatar', 'posed_avatar']
 
 # %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
@@ -163,3 +163,14 @@ def render_avatar(a: Avatar, vertices: Tensor, # [B, V, 3] posed bodies, world f
     placed = place_gaussians(loc, g, transform_points(viewmat.to(vertices), vertices))
     bg = None if background is None else background.to(vertices).expand(vertices.shape[0], 3)[:, None]
     return placed.render(K.to(vertices), width, height, background=bg, **kw)
+
+def posed_avatar(a: Avatar, vertices: Tensor, # [T, V, 3] posed bodies, world frame, metres
+                ) -> list[PlacedGaussians]:  # one Gaussians per body, world frame
+    "The avatar on each body, one `Gaussians` per frame: for videos, PLY sequences, the viewer and the 3D scene."
+    V = a.template.rest_vertices.shape[0]
+    if vertices.dim() != 3 or vertices.shape[1:] != (V, 3):
+        raise ValueError(f"vertices must have shape [T, {V}, 3] (the avatar's {a.body_model} mesh, world frame, metres), "
+                         f"got {list(vertices.shape)}")
+    loc = Localiser(a.template).to(vertices.device)
+    g = DecodedGaussians(*(getattr(a.gaussians, k).to(vertices.device) for k in ("rotation", "scale", "opacity", "sh", "offset")))
+    with torch.no_grad(): return [place_gaussians(loc, g, v[None].float())[0] for v in vertices]

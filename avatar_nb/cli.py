@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'RUN', 'PREPROCESS_FLAGS', 'COMMANDS', 'template_splats', 'template_figure', 'add_config_args',
-           'command_config', 'changed_keys', 'demo_overrides', 'demo_evaluate', 'demo_summary', 'write_summary',
-           'run_demo', 'print_summary', 'checkpoint_run', 'check_writable', 'run_eval', 'run_export', 'add_demo',
-           'demo_command', 'add_train', 'train_command', 'add_eval', 'eval_command', 'add_export', 'export_command',
-           'add_fit', 'fit_command', 'add_synth', 'synth_command', 'add_preprocess', 'preprocess_config',
-           'preprocess_command', 'add_bench', 'bench_configs', 'bench_command', 'build_parser', 'main']
+           'command_config', 'changed_keys', 'demo_overrides', 'demo_evaluate', 'demo_fit', 'demo_summary',
+           'write_summary', 'run_demo', 'print_summary', 'checkpoint_run', 'check_writable', 'run_eval', 'run_export',
+           'add_demo', 'demo_command', 'add_train', 'train_command', 'add_eval', 'eval_command', 'add_export',
+           'export_command', 'add_fit', 'fit_command', 'add_synth', 'synth_command', 'add_preprocess',
+           'preprocess_config', 'preprocess_command', 'add_bench', 'bench_configs', 'bench_command', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #ce17c50d
 import argparse
@@ -28,6 +29,8 @@ from .body import load_body_model
 from .template import GaussianTemplate
 from .localise import intrinsics, look_at, place_template
 from .gaussians import Gaussians
+from .files import atomic_write
+from .fit import avatar_table, export_avatar_frame
 
 # %% ../nbs/90_cli.ipynb #626ca3a6
 def template_splats(t: GaussianTemplate) -> Gaussians:
@@ -107,6 +110,21 @@ def demo_evaluate(cfg, ckpt: str | Path) -> tuple:
     write_eval(Path(cfg.out) / "eval", res)
     return model, index, res
 
+def demo_fit(cfg, ckpt: str | Path, index) -> tuple:
+    "The person's avatar: the model's fused decode refined by `fit_avatar` (`cfg.fit`), saved as <out>/avatar.npz and scored alone into <out>/eval_avatar; returns (avatar, results)."
+    from avatar_nb.avatar import save_avatar
+    from avatar_nb.fit import evaluate_avatar_file, fit_avatar, fused_start
+    out = Path(cfg.out)
+    print(f"fitting the person's avatar: {cfg.fit.steps} steps of {cfg.fit.batch} crops of {cfg.fit.size} px", flush=True)
+    template, start, how = fused_start(ckpt, index, cfg.fit, cfg.device)
+    a = fit_avatar(index, template, cfg.fit, start=start, state_path=out / "avatar.npz.fit-state.pt", device=cfg.device,
+                   provenance={"checkpoint": str(ckpt), "start": how})
+    save_avatar(a, out / "avatar.npz")
+    res = evaluate_avatar_file(a, index, device=cfg.device)
+    (out / "eval_avatar").mkdir(exist_ok=True)
+    with atomic_write(out / "eval_avatar" / "metrics.json", "w") as f: json.dump(res, f, indent=1)
+    return a, res
+
 # %% ../nbs/90_cli.ipynb #425513a6
 METRIC_KEYS = ("count", "psnr_full", "psnr_crop", "ssim_full", "ssim_crop", "lpips_full", "lpips_crop")
 
@@ -135,7 +153,7 @@ def run_demo(out: str | Path | None = "outputs/demo", # output folder (created);
              overrides: list[str] = (), # dotted key=value overrides (after the demo's own)
              progress: bool = True, # progress bar (a terminal) or progress lines (a log)
             ) -> dict:
-    "Data -> train -> evaluate -> export into `out`; returns the summary it writes."
+    "Data -> train -> evaluate -> fit the person's avatar -> export into `out`; returns the summary it writes."
     from avatar_nb.train import load_run_config, train
     from avatar_nb.synth import generate_dataset
     from avatar_nb.evaluate import metrics_table
@@ -153,12 +171,19 @@ def run_demo(out: str | Path | None = "outputs/demo", # output folder (created);
     ckpt = r["best"] or r["last"]
     model, index, res = demo_evaluate(cfg, ckpt)
     lap("eval")
-    frame = _frame_for_export(index)
-    export_frame(model, index, frame, out / "avatar.ply", cfg.data)
+    frame, fitted = _frame_for_export(index), None
+    if cfg.fit.steps:
+        fitted = demo_fit(cfg, ckpt, index)
+        lap("fit")
+        export_avatar_frame(fitted[0], frame, out / "avatar.ply", index)
+    else: export_frame(model, index, frame, out / "avatar.ply", cfg.data)
     template_figure(r["module"].template).savefig(out / "template.png", dpi=100)
     times["total"] = time.perf_counter() - t0
-    table = metrics_table(res)
-    return write_summary(out, demo_summary(r, ckpt, frame, res, times), table) | {"table": table}
+    table = metrics_table(res) + (f"\n\nThe fitted avatar alone ({out / 'avatar.npz'}):\n\n{avatar_table(fitted[1])}"
+                                  if fitted else "")
+    s = demo_summary(r, ckpt, frame, res, times)
+    if fitted: s["avatar"] = {k: {m: v[m] for m in ("images", "psnr", "psnr_crop")} for k, v in fitted[1].items()}
+    return write_summary(out, s, table) | {"table": table}
 
 def print_summary(s: dict) -> None:
     "Human-readable summary of a demo run."

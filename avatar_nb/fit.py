@@ -4,11 +4,13 @@
 
 # %% auto #0
 __all__ = ['POSE_KEYS', 'AnnyRig', 'bake_anny', 'save_rig', 'load_rig', 'GaussianResiduals', 'FitError', 'BodyCorrection',
-           'FitConfig', 'image_colours', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar', 'refit_bodies',
-           'body_error_cm', 'fused_decode', 'run_fit', 'evaluate_avatar_file', 'run_avatar_eval', 'run_avatar_export']
+           'FitConfig', 'image_colours', 'bodies_exact', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar',
+           'refit_bodies', 'body_error_cm', 'fused_decode', 'fused_start', 'run_fit', 'evaluate_avatar_file',
+           'run_avatar_eval', 'avatar_table', 'run_avatar_export', 'export_avatar_frame']
 
 # %% ../nbs/18a_fit.ipynb #448c5ab8
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -201,17 +203,17 @@ class FitConfig:
     size: int = 128  # side of the person crops the fit renders, pixels
     identity: int | None = None  # the person to fit; None: the first person of the training split
     split: str = "train"  # the images the avatar is fitted to
-    lr: float = 0.01  # Adam learning rate of the Gaussian residuals (rotation, log-scale, logit, offset)
+    lr: float = 0.003  # Adam learning rate of the Gaussian residuals (rotation, log-scale, logit, offset)
     lr_sh: float = 0.01  # of the SH residuals
-    body: Literal["auto", "params", "rigid", "off"] = "auto"  # body correction: params where stored, else rigid
+    body: Literal["auto", "params", "rigid", "off"] = "auto"  # body correction: params where stored, else rigid; off where the dataset declares its bodies exact
     lr_body: float = 0.002  # of the body corrections (radians, metres)
     body_start: float = 0.2  # share of the steps before the body correction starts (the Gaussians first)
     body_prior: float = 0.02  # weight of the corrected bodies' mean squared displacement, per cm^2
     cameras: bool = False  # per-camera extrinsic correction (real captures)
     lr_camera: float = 0.0005
     camera_prior: float = 1.0  # weight of the squared camera correction (radians^2, metres^2 x 100)
-    residual_reg: float = 0.01  # keeps the Gaussians near their start: rotation, log-scale and offset residuals
-    sh_rest_reg: float = 0.01  # keeps view-dependent colour (SH degree >= 1) small: held-out cameras must still hold
+    residual_reg: float = 0.0  # keeps the Gaussians near their start (rotation, log-scale, offset residuals)
+    sh_rest_reg: float = 10.0  # keeps view-dependent colour (SH degree >= 1) near its start: held-out cameras must still hold
     loss: LossConfig = field(default_factory=lambda: LossConfig(lpips="never"))  # the project's losses
     backend: Literal["auto", "gsplat", "torch"] = "auto"
     checkpoint_every: int = 100  # steps between resumable states
@@ -253,6 +255,11 @@ def image_colours(template: GaussianTemplate, # the Gaussians' placement
     return torch.where(w.sum(0) > 0, (torch.cat(cols) * w).sum(0) / w.sum(0).clamp_min(1e-8), torch.full_like(w[0].expand(-1, 3), 0.5))
 
 # %% ../nbs/18a_fit.ipynb #2810aa25
+def bodies_exact(index: DatasetIndex) -> bool:
+    "Whether a dataset declares its stored bodies exact: synthetic ground truth written with no body error."
+    err = index.meta.get("body_error")
+    return index.meta.get("source") == "synthetic" and isinstance(err, dict) and err.get("mean_vertex_error_cm") == 0
+
 def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows to correct
                     body=None, # the BodyModel of the index (AnnyBody, SmplxBody); loaded for Anny when None
                    ) -> BodyCorrection | None:
@@ -264,6 +271,7 @@ def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows
         raise FitError(f"{index.root}/bodies.npz: pose correction (body=params) needs the {index.body_model} parameters "
                        f"{list(POSE_KEYS.get(index.body_model, ()) + ('transl',))}; it has {sorted(index.params)}. "
                        "Use body=rigid (or auto) for datasets that store only vertices")
+    if kind == "auto" and bodies_exact(index): return None  # nothing to correct: correcting only fits the training cameras
     kind = ("params" if has else "rigid") if kind == "auto" else kind
     if verts is None and kind == "rigid": raise FitError(f"{index.root}/bodies.npz: no vertices and no pose parameters")
     b2w = torch.from_numpy(index.body_to_world[rows]) if index.body_to_world is not None else None
@@ -380,7 +388,8 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.steps, initial=step, desc="fit", unit="step")
+        bar = tqdm(total=cfg.steps, initial=step, desc="fit", unit="step") if sys.stderr.isatty() else None
+    every = max(1, cfg.steps // 10)  # progress lines where the output is a log, not a terminal
     history = []
     while step < stop:
         gs = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -398,7 +407,9 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
         opt.zero_grad(set_to_none=True); total.backward(); opt.step()
         step += 1
         history.append(float(total.detach()))
-        if bar is not None: bar.update(1); bar.set_postfix(loss=f"{float(total):.4f}")
+        if bar is not None: bar.update(1); bar.set_postfix(loss=f"{history[-1]:.4f}")
+        elif cfg.progress and (step % every == 0 or step == stop):
+            print(f"fit step {step}/{cfg.steps}  loss {history[-1]:.4f}  elapsed {time.perf_counter() - t0:.0f} s", flush=True)
         if state_path is not None and (step % cfg.checkpoint_every == 0 or step == stop) and step < cfg.steps:
             _atomic_save({"key": key, "fit": fit.state_dict(), "opt": opt.state_dict(), "step": step}, state_path)
     if bar is not None: bar.close()
@@ -503,6 +514,23 @@ def fused_decode(model, # a trained AvatarModel
 # %% ../nbs/18a_fit.ipynb #e81bb162
 def _device(name: str | None) -> str: return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
+def fused_start(checkpoint: str | Path, # a trained model (`avatar_nb train`'s checkpoint)
+                index: DatasetIndex, cfg: FitConfig, # the person's dataset; its split and identity
+                device: str | torch.device = "cpu",
+                best_views: int | None = None, # the N best views per Gaussian; None: all
+               ) -> tuple:  # (template, start Gaussians on the CPU, how the start was made)
+    "A trained model's fused decode of one person: the fit's start."
+    from avatar_nb.train import load_avatar
+    from avatar_nb.run import read_checkpoint, template_from_state
+    model, rcfg = load_avatar(checkpoint, device)
+    template = template_from_state(read_checkpoint(checkpoint)["avatar_nb"]["template"], str(checkpoint))
+    _, _, v, _ = _views(index, cfg.split, cfg.identity, rcfg.data.size)
+    cv = transform_points(v["viewmat"], torch.from_numpy(index.vertices[v["row"].numpy()]))
+    with torch.no_grad():
+        g = fused_decode(model, v["image"].to(device), cv.to(device), v["K"].to(device), best=best_views)
+    start = DecodedGaussians(*(getattr(g, k).float().cpu() for k in ("rotation", "scale", "opacity", "sh", "offset")))
+    return template, start, "fused decode" + (f" ({best_views} best views per Gaussian)" if best_views else " (all views)")
+
 def run_fit(args) -> Avatar:
     "`avatar_nb fit`: a person's avatar file from a dataset, starting from a trained model's fused decode or the template."
     from avatar_nb.avatar import save_avatar
@@ -518,15 +546,7 @@ def run_fit(args) -> Avatar:
         body = load_body_model(BodyConfig(model=index.body_model, model_path=args.body_model_path))
     start, prov = None, {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
     if args.checkpoint:
-        from avatar_nb.train import load_avatar
-        from avatar_nb.run import read_checkpoint, template_from_state
-        model, rcfg = load_avatar(args.checkpoint, dev)
-        template = template_from_state(read_checkpoint(args.checkpoint)["avatar_nb"]["template"], str(args.checkpoint))
-        _, _, v, _ = _views(index, cfg.split, cfg.identity, rcfg.data.size)
-        cv = transform_points(v["viewmat"], torch.from_numpy(index.vertices[v["row"].numpy()]))
-        start = fused_decode(model, v["image"].to(dev), cv.to(dev), v["K"].to(dev), best=args.best_views)
-        start = DecodedGaussians(*(getattr(start, k).float().cpu() for k in ("rotation", "scale", "opacity", "sh", "offset")))
-        prov["start"] = "fused decode" + (f" ({args.best_views} best views per Gaussian)" if args.best_views else " (all views)")
+        template, start, prov["start"] = fused_start(args.checkpoint, index, cfg, dev, args.best_views)
     elif args.template:
         from avatar_nb.template import load_template
         template = load_template(args.template, expect_body_model=index.body_model)
@@ -589,19 +609,29 @@ def run_avatar_eval(args) -> dict:
     text = _json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in res.items()}, indent=1)
     with atomic_write(out / "metrics.json", "w") as f: f.write(text)
     print(f"avatar_nb eval --avatar -> {out.resolve()}")
-    print("| split (bodies) | images | PSNR | PSNR box |\n| --- | ---: | ---: | ---: |")
-    for k, v in res.items(): print(f"| {k} | {v['images']} | {v['psnr']:.2f} | {v['psnr_crop']:.2f} |")
+    print(avatar_table(res))
     return res
+
+def avatar_table(res: dict) -> str:
+    "`evaluate_avatar_file`'s scores as a Markdown table."
+    return "| split (bodies) | images | PSNR | PSNR box |\n| --- | ---: | ---: | ---: |\n" + "\n".join(
+        f"| {k} | {v['images']} | {v['psnr']:.2f} | {v['psnr_crop']:.2f} |" for k, v in res.items())
 
 def run_avatar_export(args) -> Path:
     "`avatar_nb export --avatar --frame F`: the avatar on a fitted frame's (corrected) body, as a 3DGS PLY."
     from avatar_nb.avatar import load_avatar_file
-    from avatar_nb.ply import Splats, save_ply
     a = load_avatar_file(args.avatar)
     if not args.frame: raise ValueError(f"export --avatar needs --frame (one of the avatar's frames: {', '.join(a.frames[:5].tolist())} ...)")
-    v = a.body(args.frame)[None]
-    g = a.gaussians
-    p = place_gaussians(Localiser(a.template), g, v)
-    path = save_ply(args.out, Splats(p.means[0], p.quats[0], p.scales[0], p.opacities[0], p.sh[0]))
+    path = export_avatar_frame(a, args.frame, args.out)
     print(f"avatar_nb export --avatar -> {path}")
     return path
+
+def export_avatar_frame(a: Avatar, frame: str, path: str | Path,
+                        index: DatasetIndex | None = None, # for a frame the avatar was not fitted on: its stored body
+                       ) -> Path:
+    "The avatar on a frame's body (its corrected body where fitted, else the dataset's), written as a 3DGS PLY."
+    from avatar_nb.ply import save_ply
+    if index is not None and str(frame) not in set(a.frames.tolist()):
+        v = torch.from_numpy(np.asarray(index.vertices[index.row(frame)], np.float32))
+    else: v = a.body(frame)
+    return save_ply(path, place_gaussians(Localiser(a.template), a.gaussians, v[None])[0])

@@ -41,6 +41,7 @@ from .model import ModelConfig
 from .decoder import DecoderConfig
 from .losses import LossConfig
 from .evaluate import EvalConfig
+from .fit import FitConfig
 
 # %% ../nbs/18_run.ipynb #b7f2a8f8
 @dataclass
@@ -94,7 +95,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig(Config):
-    "Everything `avatar_nb train` needs: body, template, data, model, losses, optimisation, evaluation."
+    "Everything `avatar_nb train` needs: body, template, data, model, losses, optimisation, evaluation; and the demo's fit."
     out: str = "outputs/demo"  # run folder: checkpoints, logs, samples, metrics
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     template: TemplateConfig = field(default_factory=lambda: TemplateConfig(k=1, sh_degree=1))  # CPU-sized
@@ -103,6 +104,7 @@ class RunConfig(Config):
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    fit: FitConfig = field(default_factory=lambda: FitConfig(steps=150, size=128))  # the person's fit `avatar_nb demo` runs after training; steps=0: none
 
 # %% ../nbs/18_run.ipynb #d40cfe31
 def load_run_config(path: str | Path | None = None, # YAML file; None: the embedded default
@@ -256,7 +258,8 @@ class RunFolderError(ConfigError):
     "A run folder cannot be used as asked; the message says what to do."
 
 RUN_FILES = ("config.yaml", "template.npz", "checkpoints", "logs", "tb", "samples", "eval", "avatar.ply", "template.png",
-             "summary.json", "summary.md")  # what a run writes into its folder; data/ and cache/ are inputs
+             "summary.json", "summary.md", "avatar.npz", "avatar.npz.fit-state.pt", "eval_avatar",
+            )  # what a run (and the demo's fit) writes into its folder; data/ and cache/ are inputs
 
 # keys a resumed run may change: its length, schedule shape, logging, checkpoints, workers and where things are;
 # trainer.lr and trainer.weight_decay are not among them: the optimiser state in the checkpoint holds them
@@ -265,7 +268,7 @@ RESUME_MAY_CHANGE = ("out", "device", "dataset.root", "dataset.generate", "data.
                      "trainer.grad_clip", "trainer.accelerator", "trainer.precision", "trainer.num_workers",
                      "trainer.val_every", "trainer.val_items", "trainer.sample_every", "trainer.log_every",
                      "trainer.checkpoint_every", "trainer.max_bad_steps", "trainer.threads", "trainer.compile",
-                     "trainer.resume", "trainer.overwrite", "eval.")
+                     "trainer.resume", "trainer.overwrite", "eval.", "fit.")
 
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}

@@ -10,7 +10,8 @@ from conftest import ROOT, run_py
 # the embedded default shrunk to seconds: 3 poses x 3 cameras at 64 x 64, 32 x 32 crops, 6 steps
 TINY = ["dataset.synth.poses=3", "dataset.synth.views=3", "dataset.synth.size=64", "data.size=32",
         "trainer.max_steps=6", "trainer.val_every=3", "trainer.val_items=2", "trainer.batch_size=2",
-        "trainer.sample_every=3", "dataset.val_split=test_pose", "eval.max_items=2", "eval.fps_frames=2"]
+        "trainer.sample_every=3", "dataset.val_split=test_pose", "eval.max_items=2", "eval.fps_frames=2",
+        "fit.steps=3", "fit.size=32", "fit.batch=2", "fit.progress=false"]
 
 
 def test_demo_end_to_end(tmp_path):
