@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import time_ms
+from avatar_nb.speed import time_ms
 from avatar_nb.bodyfit import BLAZE_INDEX, FLIP, KEYPOINTS, AnnyFitModel, FitConfig, _kabsch, fit_anny
 from avatar_nb.data import load_dataset_index
 from avatar_nb.preprocess import mesh_silhouette

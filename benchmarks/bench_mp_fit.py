@@ -13,6 +13,7 @@ import argparse, json, shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from avatar_nb.avatar import load_avatar_file
@@ -23,6 +24,24 @@ from avatar_nb.data import load_dataset_index
 def run(*args):
     rc = cli([str(a) for a in args])
     if rc: raise SystemExit(f"avatar_nb {' '.join(map(str, args))} exited {rc}")
+
+
+def body_error(avatar_path, index, truth) -> tuple[float, float]:
+    "Mean vertex error (cm) of an avatar's fitted bodies against the true ones, each in its camera's frame: as is, aligned."
+    from avatar_nb.bodyfit import _kabsch
+    a = load_avatar_file(avatar_path)
+    cam = lambda ix: np.asarray(next(iter(ix.cameras.values())).viewmat, np.float64)  # one camera in both datasets
+    to_cam = lambda E, v: v @ E[:3, :3].T + E[:3, 3]
+    names = {Path(f).stem: i for i, f in enumerate(truth.frames)}  # MediaPipe's frame ids are the file names
+    raw, aligned = [], []
+    for i, f in enumerate(a.frames):
+        if str(f) not in names: continue
+        p, q = to_cam(cam(index), a.vertices[i].astype(np.float64)), to_cam(cam(truth), truth.vertices[names[str(f)]].astype(np.float64))
+        raw.append(np.linalg.norm(p - q, axis=-1).mean() * 100)
+        pc, qc = p - p.mean(0), q - q.mean(0)
+        R = _kabsch(torch.from_numpy(pc)[None], torch.from_numpy(qc)[None], torch.ones(1, len(p), dtype=torch.float64))[0].numpy()
+        aligned.append(np.linalg.norm(pc @ R.T - qc, axis=-1).mean() * 100)
+    return (float(np.mean(raw)), float(np.mean(aligned))) if raw else (float("nan"), float("nan"))
 
 
 def main():
@@ -52,19 +71,17 @@ def main():
         run("fit", "--data", data, "--out", av, *fit)
         run("eval", "--avatar", av, "--data", data, "--refit-steps", a.refit_steps, "--out", out / f"eval_{data.name}")
         m = json.loads((out / f"eval_{data.name}" / "metrics.json").read_text())
-        idx, avatar = load_dataset_index(data), load_avatar_file(av)
-        names = {Path(f).stem: i for i, f in enumerate(ti.frames)}  # mediapipe frame ids are the file names
-        err = [np.linalg.norm(avatar.vertices[i] - ti.vertices[names[str(f)]], axis=-1).mean() * 100
-               for i, f in enumerate(avatar.frames) if str(f) in names] if data == mp else [0.0]
+        idx = load_dataset_index(data)
         rows.append((name, len(idx.splits.get("train", [])), m.get("test_pose (stored bodies)", {}),
-                     m.get("test_pose (bodies refitted, avatar frozen)", {}), avatar.provenance.get("body_correction"),
-                     float(np.mean(err)) if err else float("nan")))
+                     m.get("test_pose (bodies refitted, avatar frozen)", {}),
+                     load_avatar_file(av).provenance.get("body_correction"), body_error(av, idx, ti)))
     print(f"\nOne person, one fixed camera, {a.poses} poses at {a.size} px; fit: k = 1, {a.steps} steps of "
           f"{a.fit_size} px crops; held-out poses scored alone (box PSNR)\n")
-    print("| bodies | training frames | body correction | fitted bodies' error (cm, camera frame) | test_pose box, stored bodies | test_pose box, bodies refitted |")
+    print("| bodies | training frames | body correction | fitted bodies' error, cm (camera frame; aligned) | "
+          "test_pose box, stored bodies | test_pose box, bodies refitted |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     f = lambda d: f"{d['psnr_crop']:.2f} dB ({d['images']})" if d else "n/a"
-    for n, t, s, r, bc, e in rows: print(f"| {n} | {t} | {bc or 'none'} | {e:.1f} | {f(s)} | {f(r)} |")
+    for n, t, s, r, bc, (e, ea) in rows: print(f"| {n} | {t} | {bc or 'none'} | {e:.1f}; {ea:.1f} | {f(s)} | {f(r)} |")
 
 
 if __name__ == "__main__":
