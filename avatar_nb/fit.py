@@ -275,7 +275,8 @@ def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows
     kind = ("params" if has else "rigid") if kind == "auto" else kind
     if verts is None and kind == "rigid": raise FitError(f"{index.root}/bodies.npz: no vertices and no pose parameters")
     b2w = torch.from_numpy(index.body_to_world[rows]) if index.body_to_world is not None else None
-    if kind == "rigid": return BodyCorrection("rigid", torch.from_numpy(verts))
+    sigma = torch.from_numpy(index.vertex_sigma[rows]) if index.vertex_sigma is not None else None  # trust per vertex
+    if kind == "rigid": return BodyCorrection("rigid", torch.from_numpy(verts), vertex_sigma=sigma)
     params = {k: torch.from_numpy(v[rows]) for k, v in index.params.items()}
     if index.body_model == "anny":
         ph = params.pop("phenotype")
@@ -293,7 +294,8 @@ def body_correction(index: DatasetIndex, kind: str, rows: list, # the frame rows
     if verts is not None and (v0 - torch.from_numpy(verts)).norm(dim=-1).mean() > 0.005:
         raise FitError(f"{index.root}/bodies.npz: the stored parameters do not reproduce the stored vertices "
                        f"(mean {100 * float((v0 - torch.from_numpy(verts)).norm(dim=-1).mean()):.1f} cm apart); use body=rigid")
-    return BodyCorrection("params", v0 if verts is None else torch.from_numpy(verts), body, params, index.body_model, b2w)
+    return BodyCorrection("params", v0 if verts is None else torch.from_numpy(verts), body, params, index.body_model, b2w,
+                          vertex_sigma=sigma)
 
 # %% ../nbs/18a_fit.ipynb #3113f586
 def _rigid4(aa: Tensor, t: Tensor) -> Tensor:  # [C, 3], [C, 3] -> [C, 4, 4]

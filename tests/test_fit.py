@@ -73,3 +73,30 @@ def test_several_people_one_process_each(tmp_path, capsys):
         assert a.provenance["identity"] == i and a.provenance["body_correction"] == "rigid"
     assert main(["fit", "--data", str(ds), "--out", str(out), "--identities", "0,2", *fast]) == 2
     assert "--identities [2] have no images in split 'train'" in capsys.readouterr().err
+
+
+def test_vertex_sigma_weights_the_body_prior(tiny):
+    "bodies.npz's optional vertex_sigma (the estimator's uncertainty): read, checked, and the less certain vertices trusted less."
+    import shutil
+    from avatar_nb.body import load_body_model
+    from avatar_nb.config import BodyConfig
+    from avatar_nb.data import DatasetError, load_dataset_index
+    from avatar_nb.fit import body_correction
+    d, model, ds = tiny
+    z = dict(np.load(ds / "bodies.npz"))
+    T, V = z["vertices"].shape[:2]
+    sigma = np.full((T, V), 0.02, np.float32)
+    sigma[:, : V // 2] = 0.08  # half the body four times less certain
+    root = d / "sigma"
+    shutil.copytree(ds, root)
+    np.savez(root / "bodies.npz", **z, vertex_sigma=sigma)
+    index = load_dataset_index(root)
+    assert index.vertex_sigma.shape == (T, V)
+    corr = body_correction(index, "params", [0, 1], load_body_model(BodyConfig(model="smpl", model_path=str(model))))
+    trust = corr.trust.numpy()
+    np.testing.assert_allclose(trust[:, V // 2:] / trust[:, :1], 16.0, rtol=1e-5)  # weight 1 / sigma^2
+    np.testing.assert_allclose(trust.mean(1), 1.0, rtol=1e-5)
+    for bad, msg in ((sigma[:, :-1], "expected [T, V]"), (sigma * 0, "finite and > 0")):
+        np.savez(root / "bodies.npz", **z, vertex_sigma=bad)
+        with pytest.raises(DatasetError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+            load_dataset_index(root)
