@@ -556,13 +556,6 @@ def run_fit(args) -> Avatar:
             raise FitError(f"--template {args.template} is for {template.body_model!r}, the dataset {args.data} for {index.body_model!r}")
         if index.body_model == "anny" and body is None and cfg.body in ("auto", "params") and index.params: body = AnnyBody()
         prov["start"] = f"template {Path(args.template).name}"
-    elif args.template:
-        from avatar_nb.template import load_template
-        template = load_template(args.template, expect_body_model=index.body_model)
-        if template.body_model != index.body_model:
-            raise FitError(f"--template {args.template} is for {template.body_model!r}, the dataset {args.data} for {index.body_model!r}")
-        if index.body_model == "anny" and body is None and cfg.body in ("auto", "params") and index.params: body = AnnyBody()
-        prov["start"] = f"template {Path(args.template).name}"
     else:
         if index.body_model == "anny" and body is None: body = AnnyBody()
         tb = body if not isinstance(body, AnnyRig) else None
