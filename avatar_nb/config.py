@@ -108,7 +108,7 @@ def load_config(path: str | Path | None = None, # YAML file, or None for the def
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad}")
         where = "command-line overrides"
-        schema = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(overrides)))
+        schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([_keep_word(schema, o) for o in overrides]))
         missing = sorted(missing - {o.split("=", 1)[0].strip() for o in overrides})
         if missing:
             raise ConfigError(f"missing value(s) for {missing} (marked ??? in {path if text is None else 'the text'}); "
@@ -123,6 +123,16 @@ def load_config(path: str | Path | None = None, # YAML file, or None for the def
         raise ConfigError(f"invalid config ({where}){f' at key {key!r}' if key else ''}: {msg}") from None
     except ValueError as e:
         raise ConfigError(f"invalid config ({where}): {e}") from None
+
+_YAML11_BOOLS = {"on", "off", "yes", "no", "y", "n"}  # YAML 1.1 reads these words as booleans
+
+def _keep_word(schema, override: str) -> str:
+    "`key=off` stays the word 'off' where the key is not a boolean (e.g. `body=off`); YAML would read False."
+    key, value = override.split("=", 1)
+    if value.strip().lower() not in _YAML11_BOOLS: return override
+    try: current = OmegaConf.select(schema, key.strip(), throw_on_missing=False)
+    except Exception: return override
+    return override if isinstance(current, bool) else f"{key}='{value.strip()}'"
 
 def config_to_yaml(cfg: Config) -> str:
     "The YAML text of a config, loadable by `load_config`."
