@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'template_gaussians',
-           'place_gaussians', 'render_avatar', 'posed_avatar']
+           'place_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer']
 
 # %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
@@ -17,7 +17,10 @@ from torch import Tensor
 
 from .decoder import DecodedGaussians
 from .files import atomic_write
-from .localise import Localiser, pose_gaussians, transform_points
+from .localise import Localiser, barycentric_place, pose_gaussians, transform_points
+from .gaussians import Gaussians
+from .rasterize import ALPHA_THRESHOLD
+from fastcore.basics import patch
 from .model import PlacedGaussians
 from .template import GaussianTemplate, check_template, _TENSORS as _TEMPLATE_TENSORS
 
@@ -174,3 +177,68 @@ def posed_avatar(a: Avatar, vertices: Tensor, # [T, V, 3] posed bodies, world fr
     loc = Localiser(a.template).to(vertices.device)
     g = DecodedGaussians(*(getattr(a.gaussians, k).to(vertices.device) for k in ("rotation", "scale", "opacity", "sh", "offset")))
     with torch.no_grad(): return [place_gaussians(loc, g, v[None].float())[0] for v in vertices]
+
+# %% ../nbs/16_avatar.ipynb #853247b7
+class AvatarPlayer:
+    "An avatar ready to re-pose and render frame after frame: invisible Gaussians dropped, placement graphed on CUDA."
+
+    def __init__(self, a: Avatar, device: str | torch.device = "cpu",
+                 batch: int = 1, # bodies per call (fixed when graphed)
+                 graph: bool | None = None, # record the placement as a CUDA graph; None: on CUDA
+                ):
+        dev = torch.device(device)
+        loc = Localiser(a.template)
+        g = a.gaussians
+        keep = (g.opacity[0] >= ALPHA_THRESHOLD).nonzero()[:, 0]  # the others never show
+        self.kept, self.total = int(keep.numel()), a.num_gaussians
+        to = lambda x: x.to(dev)
+        self.faces, self.rest_area = to(loc.faces), to(loc.rest_area)
+        self.face_idx, self.bary = to(loc.face_idx[keep]), to(loc.bary[keep])
+        self.rotation, self.scale, self.opacity, self.sh = (to(getattr(g, k)[0, keep]) for k in ("rotation", "scale", "opacity", "sh"))
+        self.offset = to(g.offset[:, keep])
+        self.V, self.batch, self.device = a.template.rest_vertices.shape[0], batch, dev
+        self.graph = dev.type == "cuda" if graph is None else graph
+        self._g = None
+        if self.graph: self._record()
+
+    def place(self, vertices: Tensor, # [B, V, 3] posed bodies, in the frame to render in (camera or world), metres
+             ) -> Gaussians:  # [B, kept, ...]
+        "The kept Gaussians on the bodies (no graph)."
+        pl = barycentric_place(vertices.float(), self.faces, self.face_idx, self.bary, self.rest_area)
+        return pose_gaussians(pl, self.face_idx, self.rotation, self.scale, self.opacity, self.sh,
+                              self.offset.expand(vertices.shape[0], -1))
+
+
+# %% ../nbs/16_avatar.ipynb #7c84bbeb
+@patch
+def _record(self: AvatarPlayer):
+    self.vin = torch.zeros(self.batch, self.V, 3, device=self.device)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(s):
+        for _ in range(3): self.place(self.vin)  # warm-up outside the capture (allocator, kernels)
+    torch.cuda.current_stream().wait_stream(s)
+    self._g = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(self._g): self.out = self.place(self.vin)
+
+@patch
+def __call__(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, metres (B = batch when graphed)
+            ) -> Gaussians:  # [B, kept, ...] in the bodies' frame
+    if vertices.dim() != 3 or vertices.shape[1:] != (self.V, 3) or (self._g is not None and vertices.shape[0] != self.batch):
+        B = self.batch if self._g is not None else "B"
+        raise ValueError(f"vertices must have shape [{B}, {self.V}, 3] (posed bodies, metres), got {list(vertices.shape)}")
+    if self._g is None:
+        with torch.no_grad(): return self.place(vertices.to(self.device))
+    self.vin.copy_(vertices)
+    self._g.replay()
+    return self.out
+
+@patch
+def render(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
+           viewmat: Tensor, K: Tensor, # [B, 4, 4] world-to-camera, [B, 3, 3] intrinsics, pixels
+           width: int, height: int, background: Tensor | None = None, **kw): # [3] RGB
+    "Re-pose and render: one image per body."
+    v = transform_points(viewmat.to(self.device, torch.float32), vertices.to(self.device, torch.float32))
+    bg = None if background is None else background.to(self.device).expand(v.shape[0], 3)[:, None]
+    with torch.no_grad(): return self(v).render(K.to(self.device, torch.float32), width, height, background=bg, check=False, **kw)
+

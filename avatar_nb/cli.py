@@ -185,6 +185,7 @@ def run_demo(out: str | Path | None = "outputs/demo", # output folder (created);
     if fitted: s["avatar"] = {k: {m: v[m] for m in ("images", "psnr", "psnr_crop")} for k, v in fitted[1].items()}
     return write_summary(out, s, table) | {"table": table}
 
+# %% ../nbs/90_cli.ipynb #4195f3f1
 def print_summary(s: dict) -> None:
     "Human-readable summary of a demo run."
     t = s["template"]
@@ -302,6 +303,7 @@ def eval_command(args) -> None:
     run = checkpoint_run(args, ("eval.", "device", "dataset.root"), **{"dataset.root": args.data, "device": args.device})
     run_eval(*run, args.out or Path(args.checkpoint).resolve().parent.parent / "eval")
 
+# %% ../nbs/90_cli.ipynb #acfe6b2c
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="PLY of the avatar in a dataset frame's pose, or a PLY sequence of a walk")
     p.add_argument("--checkpoint", default=None, help="checkpoint written by train")
@@ -319,6 +321,7 @@ def export_command(args) -> None:
         return run_avatar_export(args)
     run_export(*checkpoint_run(args, ("dataset.root",), **{"dataset.root": args.data}), args.out, args.frame, args.walk)
 
+# %% ../nbs/90_cli.ipynb #a8a331c9
 def add_fit(sub) -> None:
     p = sub.add_parser("fit", help="one person's avatar file: fused decode (or template), refinement, body correction")
     p.add_argument("--data", required=True, help="dataset folder")
@@ -355,9 +358,11 @@ def add_synth(sub) -> None:
 def synth_command(args) -> None:
     from avatar_nb.synth import SynthConfig, generate_dataset
     s = generate_dataset(args.out, command_config(SynthConfig, args, body_noise=args.body_noise, transl_noise=args.transl_noise), overwrite=args.overwrite)
+    for n in s["notes"]: print(f"avatar_nb synth: note: {n}", file=sys.stderr)
     print(f"avatar_nb synth -> {Path(args.out).resolve()}")
     print(json.dumps(s, indent=1, default=str))
 
+# %% ../nbs/90_cli.ipynb #2305e2a4
 PREPROCESS_FLAGS = {"images": "folder of frames (.png/.jpg), sorted by name", "out": "dataset folder to write",
                     "nlf": "NLF TorchScript checkpoint", "masks": "folder of masks named like the frames"}
 

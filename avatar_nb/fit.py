@@ -323,6 +323,7 @@ class Fit(nn.Module):
         out = placed.render(v["K"][sel], size, size, background=bg.expand(len(sel), 3)[:, None], backend=backend)
         return g, placed, out, verts
 
+# %% ../nbs/18a_fit.ipynb #5c540334
 def _loss(fit: Fit, cfg: FitConfig, loss_fn: AvatarLoss, v: dict, sel: Tensor, bg: Tensor, body_on: bool):
     g, placed, out, verts = fit.render(v, sel, bg, cfg.size, cfg.backend)
     rgb, alpha = out.rgb[:, 0].permute(0, 3, 1, 2), out.alpha[:, 0].permute(0, 3, 1, 2)
@@ -342,6 +343,56 @@ def _loss(fit: Fit, cfg: FitConfig, loss_fn: AvatarLoss, v: dict, sel: Tensor, b
         total = total + cfg.camera_prior * terms["camera"]
     return total, terms, rgb, target
 
+# %% ../nbs/18a_fit.ipynb #05b3a7c8
+def _fit_setup(index: DatasetIndex, template: GaussianTemplate, cfg: FitConfig, start: DecodedGaussians | None, body):
+    "What a fit works on: the person's crops in memory, their stored bodies, the body correction, the start; as a `Fit`."
+    ident, ents, v, cams = _views(index, cfg.split, cfg.identity, cfg.size)
+    rows = sorted(set(v["row"].tolist()))
+    remap = {r: i for i, r in enumerate(rows)}
+    corr = body_correction(index, cfg.body, rows, body)
+    v["row"] = torch.tensor([remap[int(r)] for r in v["row"]])
+    if index.vertices is None and corr is None: raise FitError(f"{index.root}: bodies need vertices when body=off")
+    v["stored"] = torch.from_numpy(index.vertices[rows]) if index.vertices is not None else corr.stored
+    if start is None:  # the template, coloured from the images
+        start = template_gaussians(template)
+        col = image_colours(template, v["image"], transform_points(v["viewmat"], v["stored"][v["row"]]), v["K"])
+        start.sh[0, :, 0] = (col - 0.5) / SH_C0
+    return Fit(template, start, corr, len(cams)), v, {"identity": ident, "entries": ents, "cameras": cams, "rows": rows}
+
+def _optimiser(fit: Fit, cfg: FitConfig) -> torch.optim.Adam:
+    "One Adam, a group per kind: geometry residuals, colour residuals, then the bodies (group 2) and the cameras."
+    groups = [{"params": [fit.gauss.rotation, fit.gauss.log_scale, fit.gauss.logit, fit.gauss.offset], "lr": cfg.lr},
+              {"params": [fit.gauss.sh], "lr": cfg.lr_sh}]
+    if fit.body is not None: groups.append({"params": list(fit.body.parameters()), "lr": cfg.lr_body})
+    if cfg.cameras: groups.append({"params": [fit.cam_rot, fit.cam_t], "lr": cfg.lr_camera})
+    return torch.optim.Adam(groups)
+
+# %% ../nbs/18a_fit.ipynb #e9a8b2af
+def _fitted_avatar(fit: Fit, v: dict, index: DatasetIndex, template: GaussianTemplate, cfg: FitConfig, info: dict,
+                   history: list, seconds: float, resumed_from: int, provenance: dict | None) -> Avatar:
+    "The avatar file's contents at the end of a fit: final Gaussians, corrected bodies and parameters, provenance."
+    corr, rows = fit.body, info["rows"]
+    with torch.no_grad():
+        gfin = fit.gauss()
+        verts = corr(torch.arange(len(rows), device=v["stored"].device)) if corr is not None else v["stored"]
+    params = {}
+    if corr is not None and corr.kind == "params":
+        params = {k: (x + (corr.pose[k].detach().cpu() if k in corr.pose else 0)) for k, x in corr.fixed.items()}
+        params["transl"] = params["transl"] + corr.transl.detach().cpu()
+    shape = {k: index.params[k][rows[0]] for k in ("phenotype", "betas") if k in index.params}
+    moved = float((verts - v["stored"]).norm(dim=-1).mean()) * 100
+    prov = {"dataset": str(index.root), "identity": info["identity"], "split": cfg.split, "images": len(info["entries"]),
+            "cameras": info["cameras"], "fit": asdict(cfg), "steps": cfg.steps, "final_loss": history[-1] if history else None,
+            "body_correction": None if corr is None else corr.kind, "mean_body_change_cm": round(moved, 4),
+            "camera_correction": {"rotation_deg": torch.rad2deg(fit.cam_rot.detach().norm(dim=-1)).cpu().tolist(),
+                                  "translation_m": fit.cam_t.detach().norm(dim=-1).cpu().tolist()} if cfg.cameras else None,
+            "resumed_from_step": resumed_from, "seconds": round(seconds, 1), "device": str(v["stored"].device),
+            "avatar_nb": __version__} | (provenance or {})
+    g = DecodedGaussians(*(x.detach().cpu() for x in (gfin.rotation, gfin.scale, gfin.opacity, gfin.sh, gfin.offset)))
+    return Avatar(template=template, gaussians=g, body_model=index.body_model, shape=shape,
+                  frames=index.frames[rows].astype(str), params=params, vertices=verts.detach().cpu().numpy(), provenance=prov)
+
+# %% ../nbs/18a_fit.ipynb #b27f42be
 def fit_avatar(index: DatasetIndex, # the person's dataset
                template: GaussianTemplate, # the topology (the trained model's template, or a fresh one)
                cfg: FitConfig | None = None,
@@ -355,28 +406,13 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     "Refine one person's Gaussians (free residuals on every attribute) and correct their bodies, from all their images."
     cfg = cfg or FitConfig()
     t0 = time.perf_counter()
-    ident, ents, v, cams = _views(index, cfg.split, cfg.identity, cfg.size)
-    rows = sorted(set(v["row"].tolist()))
-    remap = {r: i for i, r in enumerate(rows)}
-    corr = body_correction(index, cfg.body, rows, body)
-    v["row"] = torch.tensor([remap[int(r)] for r in v["row"]])
-    if index.vertices is None and corr is None: raise FitError(f"{index.root}: bodies need vertices when body=off")
-    v["stored"] = torch.from_numpy(index.vertices[rows]) if index.vertices is not None else corr.stored
-    if start is None:  # the template, coloured from the images
-        start = template_gaussians(template)
-        col = image_colours(template, v["image"], transform_points(v["viewmat"], v["stored"][v["row"]]), v["K"])
-        start.sh[0, :, 0] = (col - 0.5) / SH_C0
-    fit = Fit(template, start, corr, len(cams))
+    fit, v, info = _fit_setup(index, template, cfg, start, body)
     dev = torch.device(device)
     fit.to(dev); v = {k: t.to(dev) for k, t in v.items()}
-    groups = [{"params": [fit.gauss.rotation, fit.gauss.log_scale, fit.gauss.logit, fit.gauss.offset], "lr": cfg.lr},
-              {"params": [fit.gauss.sh], "lr": cfg.lr_sh}]
-    if corr is not None: groups.append({"params": list(corr.parameters()), "lr": cfg.lr_body})
-    if cfg.cameras: groups.append({"params": [fit.cam_rot, fit.cam_t], "lr": cfg.lr_camera})
-    opt = torch.optim.Adam(groups)
+    opt = _optimiser(fit, cfg)
     loss_fn = AvatarLoss(cfg.loss)
     step, state_path = 0, Path(state_path) if state_path else None
-    key = {"frames": [e[0] for e in ents], "cameras": cams, "fingerprint": template.fingerprint, "cfg": asdict(cfg)}
+    key = {"frames": [e[0] for e in info["entries"]], "cameras": info["cameras"], "fingerprint": template.fingerprint, "cfg": asdict(cfg)}
     if state_path is not None and state_path.is_file():
         s = torch.load(state_path, map_location=dev, weights_only=False)
         if s.get("key") != key:
@@ -385,7 +421,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     resumed_from = step
     stop = cfg.steps if max_steps is None else min(cfg.steps, step + int(max_steps))
     if stop < cfg.steps and state_path is None: raise FitError("max_steps needs a state_path to resume from")
-    n = len(ents)
+    n = len(info["entries"])
     body_from = int(cfg.body_start * cfg.steps)
     bar = None
     if cfg.progress:
@@ -398,7 +434,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
         sel = torch.randperm(n, generator=gs)[:cfg.batch].to(dev)
         bg = torch.rand(3, generator=gs).to(dev)
         body_on = step >= body_from
-        for grp in opt.param_groups[2:3] if corr is not None else []: grp["lr"] = cfg.lr_body if body_on else 0.0
+        for grp in opt.param_groups[2:3] if fit.body is not None else []: grp["lr"] = cfg.lr_body if body_on else 0.0
         try: total, terms, _, _ = _loss(fit, cfg, loss_fn, v, sel, bg, body_on)
         except RenderError as e:
             raise FitError(f"the fit diverged at step {step}: {e}; lower the learning rates (lr={cfg.lr}, "
@@ -416,27 +452,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
             _atomic_save({"key": key, "fit": fit.state_dict(), "opt": opt.state_dict(), "step": step}, state_path)
     if bar is not None: bar.close()
     if step < cfg.steps: return None
-    with torch.no_grad():
-        gfin = fit.gauss()
-        all_rows = torch.arange(len(rows), device=dev)
-        verts = corr(all_rows) if corr is not None else v["stored"]
-        stored = v["stored"]
-    params = {}
-    if corr is not None and corr.kind == "params":
-        params = {k: (x + (corr.pose[k].detach().cpu() if k in corr.pose else 0)) for k, x in corr.fixed.items()}
-        params["transl"] = params["transl"] + corr.transl.detach().cpu()
-    shape = {k: index.params[k][rows[0]] for k in ("phenotype", "betas") if k in index.params}
-    moved = float((verts - stored).norm(dim=-1).mean()) * 100
-    prov = {"dataset": str(index.root), "identity": ident, "split": cfg.split, "images": n, "cameras": cams,
-            "fit": asdict(cfg), "steps": cfg.steps, "final_loss": history[-1] if history else None,
-            "body_correction": None if corr is None else corr.kind, "mean_body_change_cm": round(moved, 4),
-            "camera_correction": {"rotation_deg": torch.rad2deg(fit.cam_rot.detach().norm(dim=-1)).cpu().tolist(),
-                                  "translation_m": fit.cam_t.detach().norm(dim=-1).cpu().tolist()} if cfg.cameras else None,
-            "resumed_from_step": resumed_from, "seconds": round(time.perf_counter() - t0, 1), "device": str(dev), "avatar_nb": __version__} | (provenance or {})
-    a = Avatar(template=template, gaussians=DecodedGaussians(*(x.detach().cpu() for x in (gfin.rotation, gfin.scale,
-               gfin.opacity, gfin.sh, gfin.offset))), body_model=index.body_model if corr is None or corr.kind == "params"
-               else index.body_model, shape=shape, frames=index.frames[rows].astype(str), params=params,
-               vertices=verts.detach().cpu().numpy(), provenance=prov)
+    a = _fitted_avatar(fit, v, index, template, cfg, info, history, time.perf_counter() - t0, resumed_from, provenance)
     if state_path is not None: state_path.unlink(missing_ok=True)  # done: the avatar is the result
     return a
 

@@ -325,7 +325,7 @@ class RunLock:
 def clean_leftovers(out: str | Path) -> list[Path]:
     "Remove the temporaries an interrupted write left in a run folder (`avatar_nb.files.is_temp_name`); returns them."
     out, gone = Path(out), []
-    for d in (out, out / "checkpoints", out / "eval", out / "logs", out / "samples"):
+    for d in (out, out / "checkpoints", out / "eval", out / "logs", out / "samples", out / "cache", out / "tb"):
         if not d.is_dir(): continue
         for p in d.iterdir():
             if is_temp_name(p.name):
@@ -408,8 +408,10 @@ class StopOnSignal(Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         stop = self.signum is not None
-        # every process stops at the same step (one small collective; Lightning broadcasts a flag per step too)
-        if trainer.world_size > 1: stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if trainer.world_size > 1:  # every process stops at the same step: one collective (a device sync) every
+            every = getattr(trainer.strategy, "sync_every", 1)  # `sync_every` steps, as AvatarDDP's own SIGTERM check
+            if trainer.global_step % every: return
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:  # Lightning's own way out: the step's metrics are logged, on_train_end writes last.ckpt
             self.signum = self.signum or signal.SIGTERM
             self.stopped, trainer.should_stop = True, True

@@ -172,8 +172,13 @@ def split_plan(cfg: SynthConfig) -> dict:
     n_view = min(cfg.test_views, cfg.views - 1)
     held_views = sorted({(1 + i * cfg.views // n_view) % cfg.views for i in range(n_view)}) if n_view else []
     n_id = min(cfg.test_identities, cfg.identities - 1)
+    short = [f"{k}={getattr(cfg, k)} asked, {n} held out: one {what} must stay for training, so the dataset has "
+             f"no {split} split{extra}" for k, n, what, split, extra in
+             (("test_poses", n_test_pose, "pose", "test_pose", ""),
+              ("test_views", n_view, "camera", "test_view", ""))
+             if n == 0 < getattr(cfg, k)]
     return {"train_poses": cfg.poses - n_test_pose, "test_poses": n_test_pose, "held_views": held_views,
-            "held_identities": list(range(cfg.identities - n_id, cfg.identities))}
+            "held_identities": list(range(cfg.identities - n_id, cfg.identities)), "notes": short}
 
 def _split(identity_held: bool, pose_held: bool, view_held: bool) -> str:
     return "test_identity" if identity_held else "test_pose" if pose_held else "test_view" if view_held else "train"
@@ -270,6 +275,9 @@ def generate_dataset(root: str | Path, # dataset folder to create
                 arrays[key].append(val)
     tr = splits.pop("train", [])
     n_val = min(round(cfg.val_fraction * len(tr)), max(len(tr) - 1, 0))
+    if n_val == 0 < cfg.val_fraction:
+        plan["notes"].append(f"val_fraction={cfg.val_fraction} of {len(tr)} training images is none: the dataset has no "
+                             "val split, so training validates nothing and keeps no best.ckpt (more poses or views)")
     pick = set(np.random.default_rng([cfg.seed, 1]).choice(len(tr), n_val, replace=False).tolist())
     splits |= {"train": [e for j, e in enumerate(tr) if j not in pick], "val": [e for j, e in enumerate(tr) if j in pick]}
     splits = {s: splits[s] for s in SPLIT_ORDER if splits.get(s)}
@@ -293,4 +301,4 @@ def generate_dataset(root: str | Path, # dataset folder to create
     write_dataset(root, meta, cameras, bodies, splits, views(), overwrite)
     return {"root": str(root), "people": len(people), "frames": len(frames), "cameras": len(cameras),
             "images": sum(map(len, splits.values())), "splits": {s: len(v) for s, v in splits.items()},
-            "size": cfg.size, "seconds": round(time.perf_counter() - t0, 2)}
+            "size": cfg.size, "seconds": round(time.perf_counter() - t0, 2), "notes": plan["notes"]}

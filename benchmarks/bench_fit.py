@@ -2,9 +2,11 @@
 
     python benchmarks/bench_fit.py --data DIR --datasets s0_exact s0_deg1 s0_deg3 --truth s0_exact --rig rig_s0.pt \
         --template template.npz [--steps 1000] [--size 256] [--device cuda] [--json out.json]
+    python benchmarks/bench_fit.py ... --checkpoint runs/prior/checkpoints/last.ckpt [key=value ...]
 
-Each dataset is fitted from the template alone (no trained model): refinement with the stored bodies, then refinement
-with body correction. test_view is scored on the bodies the fit used (corrected where corrected), test_pose on the
+Each dataset is fitted from the template alone (no trained model), or with --checkpoint from that trained model's
+fused decode of the person's training images: refinement with the stored bodies, then refinement with body
+correction. Trailing key=value pairs set other `FitConfig` keys (e.g. lr_body=0.002 body_prior=0). test_view is scored on the bodies the fit used (corrected where corrected), test_pose on the
 stored bodies and, labelled apart, after fitting only the held-out bodies with the avatar frozen. Body errors are
 mean vertex distances to the true bodies (the exact dataset of the same seed), in cm.
 """
@@ -16,45 +18,46 @@ import numpy as np
 import torch
 
 from avatar_nb.data import load_dataset_index
-from avatar_nb.fit import FitConfig, fit_avatar, evaluate_avatar, refit_bodies, load_rig, body_error_cm
+from avatar_nb.fit import FitConfig, fit_avatar, evaluate_avatar, refit_bodies, load_rig, body_error_cm, fused_start
 from avatar_nb.template import load_template
 
 
-def render_fps(a, device, size=512, reps=200):
-    "Frames per second of the fitted avatar re-posed and rendered one frame per call at size x size."
-    from avatar_nb.avatar import place_gaussians
-    from avatar_nb.localise import Localiser, intrinsics, look_at, transform_points
-    from avatar_nb.decoder import DecodedGaussians
+def render_fps(a, device, size=512, reps=200) -> dict:
+    "Frames per second of the fitted avatar re-posed and rendered one frame per call at size x size (1000 / median ms)."
+    from avatar_nb.avatar import AvatarPlayer, render_avatar
+    from avatar_nb.evaluate import time_ms
+    from avatar_nb.localise import Localiser, intrinsics, look_at
     loc = Localiser(a.template).to(device)
-    g = DecodedGaussians(*(getattr(a.gaussians, k).to(device) for k in ("rotation", "scale", "opacity", "sh", "offset")))
     v = torch.from_numpy(a.vertices[:1]).to(device)
     E = look_at(torch.tensor([0.0, 1.3, 3.3]), torch.tensor([0.0, 1.0, 0.0])).to(device)[None]
-    K = intrinsics(size, size, 40.0).to(device)[None]
-    def once():
-        p = place_gaussians(loc, g, transform_points(E, v))
-        return p.render(K, size, size, background=torch.ones(1, 1, 3, device=device), check=False)
+    K, bg = intrinsics(size, size, 40.0).to(device)[None], torch.ones(3, device=device)
+    player = AvatarPlayer(a, device)
     with torch.no_grad():
-        for _ in range(10): once()
-        torch.cuda.synchronize() if device != "cpu" else None
-        t0 = time.perf_counter()
-        for _ in range(reps): once()
-        torch.cuda.synchronize() if device != "cpu" else None
-    return reps / (time.perf_counter() - t0)
+        plain = time_ms(lambda: render_avatar(a, v, E, K, size, size, bg, loc, check=False), device, reps, warmup=10)[0]
+        fast = time_ms(lambda: player.render(v, E, K, size, size, bg), device, reps, warmup=10)[0]
+    return {"render_avatar_fps": 1000 / plain, "player_fps": 1000 / fast, "kept": player.kept, "gaussians": player.total}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--datasets", nargs="+", required=True, help="dataset folders under --data, each NAME or NAME:off,params")
-    ap.add_argument("--truth", required=True); ap.add_argument("--rig", required=True); ap.add_argument("--template", required=True)
+    ap.add_argument("--truth", required=True); ap.add_argument("--rig", required=True)
+    ap.add_argument("--template", default=None, help="start from this template (no trained model)")
+    ap.add_argument("--checkpoint", default=None, help="start from this trained model's fused decode instead")
+    ap.add_argument("overrides", nargs="*", help="FitConfig key=value")
     ap.add_argument("--steps", type=int, default=1000); ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--refit-steps", type=int, default=200); ap.add_argument("--device", default="cuda")
     ap.add_argument("--modes", nargs="+", default=["off", "params"]); ap.add_argument("--json", default=None)
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new fits after this many seconds")
     args = ap.parse_args(argv)
+    if bool(args.template) == bool(args.checkpoint): ap.error("give one of --template or --checkpoint")
+    over = dict(o.split("=", 1) for o in args.overrides)
+    over = {k: v if k == "body" else type(getattr(FitConfig(), k))(v) for k, v in over.items()}
     t_start = time.perf_counter()
     root = Path(args.data)
-    rig, template = load_rig(root / args.rig), load_template(root / args.template)
+    rig = load_rig(root / args.rig)
+    template = load_template(root / args.template) if args.template else None
     ti = load_dataset_index(root / args.truth)
     truth = {f: ti.vertices[ti.row(f)] for f in ti.frames}
     rows, fps = [], None
@@ -65,8 +68,12 @@ def main(argv=None):
         index = load_dataset_index(root / name)
         for mode in (ms.split(",") if ms else args.modes):
             if time.perf_counter() - t_start > args.budget_s: print(f"(budget reached: {name} {mode} not run)"); continue
-            cfg = FitConfig(steps=args.steps, size=args.size, body=mode, progress=False, backend="auto")
-            a = fit_avatar(index, template, cfg, body=rig, device=args.device)
+            cfg = replace(FitConfig(steps=args.steps, size=args.size, body=mode, progress=False, backend="auto"), **over)
+            start, t_start_s = None, time.perf_counter()
+            if args.checkpoint:
+                template, start, _ = fused_start(args.checkpoint, index, cfg, args.device)
+            a = fit_avatar(index, template, cfg, start=start, body=rig, device=args.device)
+            a.provenance["seconds"] = round(time.perf_counter() - t_start_s, 1)  # the fused decode included
             used = {f: torch.from_numpy(a.vertices[i]) for i, f in enumerate(a.frames)}
             tv = evaluate_avatar(a, index, "test_view", used, device=args.device)
             tp = evaluate_avatar(a, index, "test_pose", device=args.device)
@@ -87,8 +94,10 @@ def main(argv=None):
             print(f"| {name} | {err0:.2f} | {fit_name} | {err1:.2f} | {tv['psnr_crop']:.2f} | {tp['psnr_crop']:.2f} | "
                   f"{refit} | {a.provenance['seconds']:.0f} |", flush=True)
             if fps is None and args.device != "cpu":
-                fps = render_fps(a, args.device); print(f"fitted avatar, 1 frame per call at 512 x 512: {fps:.0f} frames/s "
-                                                        f"({a.num_gaussians} Gaussians)", flush=True)
+                fps = render_fps(a, args.device)
+                print(f"fitted avatar, 1 frame per call at 512 x 512: render_avatar {fps['render_avatar_fps']:.0f} frames/s, "
+                      f"AvatarPlayer {fps['player_fps']:.0f} frames/s ({fps['kept']:,} of {fps['gaussians']:,} Gaussians can "
+                      "show)", flush=True)
             if args.json: Path(args.json).write_text(json.dumps({"rows": rows, "fps_512": fps, "args": vars(args)}, indent=1))
     return rows
 

@@ -275,10 +275,13 @@ def test_small_faults_are_named(tiny_run, tmp_path):
     r = run_py("-m", "avatar_nb", "train", *rel, f"out={run}", "trainer.max_steps=1", cwd=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
     (run / "checkpoints" / ".last.ckpt.999.part").write_bytes(b"half")  # what a kill -9 mid-write leaves
+    (run / ".eval.tmp-1a2b").mkdir(); (run / "cache").mkdir(exist_ok=True)  # a half-written folder, a cache file
+    (run / "cache" / ".pixels.npy.part").write_bytes(b"half")
     r = run_py("-m", "avatar_nb", "eval", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path.parent)
     assert r.returncode == 2 and "relative to the working directory" in r.stderr and "--data" in r.stderr, r.stderr
     _train(ov + [f"out={run}", "trainer.max_steps=2", "trainer.resume=last"])
     assert not list((run / "checkpoints").glob(".*.part"))  # cleaned at the next start
+    assert not (run / ".eval.tmp-1a2b").exists() and not list((run / "cache").glob(".*.part"))
 
 
 def test_no_val_split_says_there_will_be_no_best_checkpoint(tiny_run, capsys):

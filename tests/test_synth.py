@@ -207,3 +207,14 @@ def test_cli_synth(tmp_path):
     assert len(list((out / "images").rglob("*.png"))) == 4
     r2 = run_py(*args)  # the folder now holds a dataset
     assert r2.returncode == 2 and "overwrite" in r2.stderr and "Traceback" not in r2.stderr
+
+
+def test_one_pose_says_which_splits_it_lacks(tmp_path):
+    "Case 13 of the run-folder issue: `synth poses=1` used to write no val / test_pose split without a word."
+    r = run_py("-m", "avatar_nb", "synth", "--out", str(tmp_path / "ds"), "poses=1", "views=3", "size=32")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no test_pose split" in r.stderr and "no val split" in r.stderr and "best.ckpt" in r.stderr, r.stderr
+    splits = json.loads((tmp_path / "ds" / "splits.json").read_text())
+    assert "test_pose" not in splits and "val" not in splits and len(splits["train"]) == 2
+    r = run_py("-m", "avatar_nb", "synth", "--out", str(tmp_path / "ok"), "poses=3", "views=3", "size=32", "val_fraction=0.5")
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
