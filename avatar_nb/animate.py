@@ -161,6 +161,7 @@ class Motion:
     @property
     def num_frames(self) -> int: return int(self.params["global_orient"].shape[0])
 
+# %% ../nbs/19a_animate.ipynb #66bb6dd2
 def load_amass(path: str | Path, # an AMASS-style SMPL-X .npz
                num_betas: int = 10, # shape coefficients kept (the body model's)
                fps: float | None = None, # frame rate wanted: keep every round(file rate / fps)-th frame; None: all

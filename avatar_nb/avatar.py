@@ -103,6 +103,7 @@ def save_avatar(a: Avatar, path: str | Path) -> Path:
     with atomic_write(path, "wb") as f: np.savez(f, **arrays)  # a crash leaves the old file whole
     return path
 
+# %% ../nbs/16_avatar.ipynb #9257f7bc
 def load_avatar_file(path: str | Path, # .npz written by `save_avatar`
                      expect_fingerprint: str | None = None, # refuse an avatar of another topology
                      expect_body_model: str | None = None, # refuse an avatar of another body model

@@ -152,6 +152,7 @@ def _assemble(root: Tensor, bones: Tensor, ids: Tensor, J: int) -> Tensor:
     full = torch.cat([root[:, None], bones], 1) @ A  # A^T v as row vectors
     return torch.zeros(root.shape[0], J, 3, dtype=root.dtype, device=root.device).index_copy(1, ids, full)
 
+# %% ../nbs/10b_bodyfit.ipynb #f54eedb1
 def fit_anny(fm: AnnyFitModel,
              keypoints: Tensor, # [T, K, 2] detected keypoints, pixels (KEYPOINTS order)
              visibility: Tensor, # [T, K] in [0, 1]

@@ -134,6 +134,7 @@ def _keep_word(schema, override: str) -> str:
     except Exception: return override
     return override if isinstance(current, bool) else f"{key}='{value.strip()}'"
 
+# %% ../nbs/01_config.ipynb #f82b39a5
 def config_to_yaml(cfg: Config) -> str:
     "The YAML text of a config, loadable by `load_config`."
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -141,6 +141,7 @@ def check_bodies(arrays: dict[str, np.ndarray], # frame, identity, optional vert
         raise DatasetError(f"{where}: neither 'vertices' nor any {body_model} parameters; a body is needed per frame")
     return frames, identity.astype(np.int64), vertices, {k: v.astype(np.float32) for k, v in arrays.items()}
 
+# %% ../nbs/08_data.ipynb #26f28d14
 def check_vertex_sigma(sigma: np.ndarray | None, # bodies.npz's optional 'vertex_sigma'
                        T: int, vertices: np.ndarray | None, # the frames' count and stored vertices [T, V, 3]
                        where: str) -> np.ndarray | None:  # [T, V] float32, metres
@@ -259,6 +260,7 @@ def _body_arrays(bodies: dict) -> dict[str, np.ndarray]:
 
 _FORMAT_FILES = {"images", "masks", "cameras.json", "bodies.npz", "splits.json", "meta.json"}
 
+# %% ../nbs/08_data.ipynb #2a4e3b24
 def write_dataset(root: str | Path, # dataset folder to create
                   meta: dict, # body_model ("anny"/"smplx"/"smpl"), source, masks ("exact"/"approximate"), provenance
                   cameras: dict, # name -> Camera, or {"K": [3, 3] pixels, "viewmat": [4, 4] world-to-camera metres, "width", "height"}

@@ -146,6 +146,7 @@ def _keep_extremes(scored: list, images: dict, n: int) -> list:
         if k not in keep: del images[k]
     return keep
 
+# %% ../nbs/17_eval.ipynb #5ad578d1
 def _device_name(d: torch.device) -> str:
     return f"{d} ({torch.cuda.get_device_name(d)})" if d.type == "cuda" else str(d)
 
@@ -153,6 +154,7 @@ def _render_fps(model, decoded, body, K, W, H, background, frames: int) -> float
     ms, _ = time_ms(lambda: model.place(decoded, body).render(K, W, H, background=background), body.device, frames, warmup=1)
     return 1000.0 / ms
 
+# %% ../nbs/17_eval.ipynb #48393f95
 def evaluate(model: AvatarModel, index: DatasetIndex, cfg: EvalConfig | None = None,
              data_cfg: DataConfig | None = None, # crop size etc. of the SOURCE views (the encoder's input); augment off
              lpips_fn: nn.Module | None = None, # an LPIPS network from `load_lpips`; None: loaded per cfg.lpips (unused when "never")

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['POSE_KEYS', 'AnnyRig', 'bake_anny', 'save_rig', 'load_rig', 'GaussianResiduals', 'FitError', 'BodyCorrection',
-           'FitConfig', 'image_colours', 'bodies_exact', 'body_correction', 'Fit', 'fit_avatar', 'evaluate_avatar',
-           'refit_bodies', 'body_error_cm', 'fused_decode', 'fused_start', 'run_fit', 'evaluate_avatar_file',
-           'run_avatar_eval', 'avatar_table', 'run_avatar_export', 'export_avatar_frame']
+           'FitConfig', 'image_colours', 'bodies_exact', 'body_correction', 'Fit', 'lr_factor', 'fit_avatar',
+           'evaluate_avatar', 'refit_bodies', 'body_error_cm', 'fused_decode', 'fused_start', 'run_fit',
+           'evaluate_avatar_file', 'run_avatar_eval', 'avatar_table', 'run_avatar_export', 'export_avatar_frame']
 
 # %% ../nbs/18a_fit.ipynb #448c5ab8
 import math
@@ -194,6 +194,11 @@ class BodyCorrection(nn.Module):
         d2 = (vertices - self.stored[rows]).square().sum(-1) * 1e4
         return (self.trust[rows] * d2).mean()
 
+    def turn(self, rows: Tensor) -> Tensor:  # [] mean squared correction of the joint angles (rigid: the rotation), rad^2
+        "How far each joint turned from its stored angle: joints the images barely see stay where they were."
+        if self.kind == "rigid": return self.rot[rows].square().mean()
+        return torch.cat([d[rows].reshape(len(rows), -1) for d in self.pose.values()], 1).square().mean()
+
 # %% ../nbs/18a_fit.ipynb #0a84707f
 @dataclass
 class FitConfig:
@@ -205,10 +210,12 @@ class FitConfig:
     split: str = "train"  # the images the avatar is fitted to
     lr: float = 0.003  # Adam learning rate of the Gaussian residuals (rotation, log-scale, logit, offset)
     lr_sh: float = 0.01  # of the SH residuals
+    lr_end: float = 0.1  # every rate falls along a cosine to this share of itself by the last step (1: constant)
     body: Literal["auto", "params", "rigid", "off"] = "auto"  # body correction: params where stored, else rigid; off where the dataset declares its bodies exact
     lr_body: float = 0.002  # of the body corrections (radians, metres)
+    turn_prior: float = 0.0  # weight of the joints' mean squared angle correction, per rad^2
     body_start: float = 0.2  # share of the steps before the body correction starts (the Gaussians first)
-    body_prior: float = 0.02  # weight of the corrected bodies' mean squared displacement, per cm^2
+    body_prior: float = 0.0  # weight of the corrected bodies' mean squared displacement from the stored ones, per cm^2 (0: free; see "The body correction's prior and rates")
     cameras: bool = False  # per-camera extrinsic correction (real captures)
     lr_camera: float = 0.0005
     camera_prior: float = 1.0  # weight of the squared camera correction (radians^2, metres^2 x 100)
@@ -337,7 +344,8 @@ def _loss(fit: Fit, cfg: FitConfig, loss_fn: AvatarLoss, v: dict, sel: Tensor, b
     total = lo.total + cfg.residual_reg * terms["residual"] + cfg.sh_rest_reg * terms["sh_rest"]
     if fit.body is not None and body_on:
         terms["body"] = fit.body.prior(v["row"][sel], verts)
-        total = total + cfg.body_prior * terms["body"]
+        terms["turn"] = fit.body.turn(v["row"][sel])
+        total = total + cfg.body_prior * terms["body"] + cfg.turn_prior * terms["turn"]
     if cfg.cameras:
         terms["camera"] = fit.cam_rot.square().sum() + 100 * fit.cam_t.square().sum()
         total = total + cfg.camera_prior * terms["camera"]
@@ -365,7 +373,12 @@ def _optimiser(fit: Fit, cfg: FitConfig) -> torch.optim.Adam:
               {"params": [fit.gauss.sh], "lr": cfg.lr_sh}]
     if fit.body is not None: groups.append({"params": list(fit.body.parameters()), "lr": cfg.lr_body})
     if cfg.cameras: groups.append({"params": [fit.cam_rot, fit.cam_t], "lr": cfg.lr_camera})
+    for g in groups: g["base_lr"] = g["lr"]  # the schedule scales each group from its own rate
     return torch.optim.Adam(groups)
+
+def lr_factor(step: int, steps: int, end: float) -> float:
+    "The rates' share at `step` of `steps`: a cosine from 1 down to `end` (1: constant)."
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
 
 # %% ../nbs/18a_fit.ipynb #e9a8b2af
 def _fitted_avatar(fit: Fit, v: dict, index: DatasetIndex, template: GaussianTemplate, cfg: FitConfig, info: dict,
@@ -434,7 +447,9 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
         sel = torch.randperm(n, generator=gs)[:cfg.batch].to(dev)
         bg = torch.rand(3, generator=gs).to(dev)
         body_on = step >= body_from
-        for grp in opt.param_groups[2:3] if fit.body is not None else []: grp["lr"] = cfg.lr_body if body_on else 0.0
+        f = lr_factor(step, cfg.steps, cfg.lr_end)
+        for grp in opt.param_groups: grp["lr"] = grp["base_lr"] * f
+        for grp in opt.param_groups[2:3] if fit.body is not None else []: grp["lr"] *= float(body_on)
         try: total, terms, _, _ = _loss(fit, cfg, loss_fn, v, sel, bg, body_on)
         except RenderError as e:
             raise FitError(f"the fit diverged at step {step}: {e}; lower the learning rates (lr={cfg.lr}, "
@@ -549,6 +564,7 @@ def fused_start(checkpoint: str | Path, # a trained model (`avatar_nb train`'s c
     start = DecodedGaussians(*(getattr(g, k).float().cpu() for k in ("rotation", "scale", "opacity", "sh", "offset")))
     return template, start, "fused decode" + (f" ({best_views} best views per Gaussian)" if best_views else " (all views)")
 
+# %% ../nbs/18a_fit.ipynb #52c925b1
 def run_fit(args) -> Avatar:
     "`avatar_nb fit`: a person's avatar file from a dataset, starting from a trained model's fused decode or the template."
     from avatar_nb.avatar import save_avatar
@@ -588,6 +604,7 @@ def run_fit(args) -> Avatar:
           f"bodies moved {a.provenance['mean_body_change_cm']:.2f} cm on average, {a.provenance['seconds']} s")
     return a
 
+# %% ../nbs/18a_fit.ipynb #52ab350a
 def evaluate_avatar_file(a: Avatar, index: DatasetIndex, refit_steps: int = 0, body=None, device: str = "cpu",
                          limit: int | None = None) -> dict:
     "test_view on the avatar's corrected bodies; test_pose on stored bodies, and (labelled) with only the bodies refitted."

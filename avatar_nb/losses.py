@@ -145,6 +145,7 @@ def _lpips_fix(net: str) -> str:
             f"torchvision`, then fetch the weights once where the internet is reachable (python -c \"import lpips; "
             f"lpips.LPIPS(net='{net}')\") and copy that checkpoints folder here, or point TORCH_HOME at a copy")
 
+# %% ../nbs/15_losses.ipynb #42cd97fb
 def load_lpips(mode: Literal["auto", "required", "never"] = "auto", # use where available / fail up front / never
                net: Literal["vgg", "alex"] = "vgg", # backbone
                device: str | torch.device = "cpu",

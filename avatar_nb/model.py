@@ -10,6 +10,7 @@ __all__ = ['PlacedGaussians', 'ModelConfig', 'colour_hint', 'AvatarModel', 'came
 from dataclasses import dataclass, field
 
 import torch
+from fastcore.basics import patch
 from torch import Tensor, nn
 
 from .template import GaussianTemplate
@@ -84,81 +85,87 @@ class AvatarModel(nn.Module):
         self.localiser = Localiser(template)
         self.feat_dim, self.num_vertices, self.num_gaussians = C, self.localiser.num_vertices, template.num_gaussians
 
-    def encode(self, src_images: Tensor, # [B, 3, H, W] or [B, R, 3, H, W] RGB in [0, 1], H and W multiples of the stride
-               src_vertices: Tensor, # [B, V, 3] or [B, R, V, 3] posed bodies, source camera frame, metres
-               src_K: Tensor, # [B, 3, 3] or [B, R, 3, 3] (or [3, 3]) source intrinsics, pixels
-               src_points2d: Tensor | None = None, # [B, (R,) M, 2] person points, pixels; None: the projected vertices
-               check: bool | None = None, # value checks (NaN); None: for CPU tensors only
-              ) -> DecodedGaussians:
-        "Per-person Gaussians (face-local) from source views: identity from all R, local features from the first."
-        if not torch.is_tensor(src_images) or src_images.dim() not in (4, 5) or src_images.shape[-3] != 3:
-            raise ValueError(f"src_images must have shape [B, 3, H, W] or [B, R, 3, H, W] (RGB in [0, 1]), got "
-                             f"{list(getattr(src_images, 'shape', [type(src_images).__name__]))}")
-        if not src_images.is_floating_point():
-            raise ValueError(f"src_images must be floating point in [0, 1], got {src_images.dtype} (divide by 255)")
-        multi = src_images.dim() == 5
-        B, R, (H, W), s = src_images.shape[0], src_images.shape[1] if multi else 1, src_images.shape[-2:], self.stride
-        if H % s or W % s:
-            raise ValueError(f"src_images are {W} x {H} (W x H), but the image encoder's stride is {s}: both sides "
-                             f"must be multiples of {s} (crop or resize, e.g. to {W // s * s or s} x {H // s * s or s})")
-        lead = [("B", B), ("R", R)] if multi else [("B", B)]
-        _expect("src_vertices", src_vertices, lead + [("V", self.num_vertices), ("", 3)], "source camera frame, metres")
-        if src_K.shape != (3, 3): _expect("src_K", src_K, lead + [("", 3), ("", 3)], "source intrinsics, pixels")
-        if src_points2d is not None: _expect("src_points2d", src_points2d, lead + [("M", None), ("", 2)], "pixels")
-        imgs = src_images.reshape(B, R, 3, H, W)
-        verts = src_vertices.reshape(B, R, self.num_vertices, 3)
-        K = src_K.to(verts.dtype).expand(B, R, 3, 3) if src_K.dim() == 2 else src_K.reshape(B, R, 3, 3)
-        check = (not verts.is_cuda) if check is None else check
-        with _float32(verts):  # geometry stays float32 under mixed precision: bf16 pixels are off by pixels
-            loc = self.localiser(_wide(verts[:, 0]), _wide(K[:, 0]), check=check)  # first: it refuses NaN vertices
-            pts = project(_wide(verts), _wide(K)) if src_points2d is None else _wide(src_points2d.reshape(B, R, -1, 2))
-        feats = self.image_encoder(imgs.reshape(B * R, 3, H, W))
-        want = (B * R, self.feat_dim, H // s, W // s)
-        if feats.shape != want:
-            raise ValueError(f"the image encoder returned {list(feats.shape)} for {B * R} images of {W} x {H}; "
-                             f"expected {list(want)} (feat_dim {self.feat_dim}, stride {s})")
-        feats = feats.reshape(B, R, *want[1:])
-        z_id = self.identity_encoder(feats, pts, (H, W))
-        _expect("identity code", z_id, [("B", B), ("", self.decoder.z_dim)], "from the identity encoder")
-        with _float32(feats): sampled = self.sampler(_wide(feats[:, 0]), loc.x2d, loc.depth, (H, W))
-        _expect("sampled features", sampled.features, [("B", B), ("N", self.num_gaussians), ("", self.feat_dim)],
-                "from the sampler")
-        with _float32(imgs):
-            hint = colour_hint(_wide(imgs[:, 0]), loc.x2d, sampled.visible) if self.cfg.colour_hint else None
-        return self.decoder(z_id, sampled.features, hint)
+# %% ../nbs/14_model.ipynb #bc5db4b7
+@patch
+def encode(self: AvatarModel, src_images: Tensor, # [B, 3, H, W] or [B, R, 3, H, W] RGB in [0, 1], H and W multiples of the stride
+           src_vertices: Tensor, # [B, V, 3] or [B, R, V, 3] posed bodies, source camera frame, metres
+           src_K: Tensor, # [B, 3, 3] or [B, R, 3, 3] (or [3, 3]) source intrinsics, pixels
+           src_points2d: Tensor | None = None, # [B, (R,) M, 2] person points, pixels; None: the projected vertices
+           check: bool | None = None, # value checks (NaN); None: for CPU tensors only
+          ) -> DecodedGaussians:
+    "Per-person Gaussians (face-local) from source views: identity from all R, local features from the first."
+    if not torch.is_tensor(src_images) or src_images.dim() not in (4, 5) or src_images.shape[-3] != 3:
+        raise ValueError(f"src_images must have shape [B, 3, H, W] or [B, R, 3, H, W] (RGB in [0, 1]), got "
+                         f"{list(getattr(src_images, 'shape', [type(src_images).__name__]))}")
+    if not src_images.is_floating_point():
+        raise ValueError(f"src_images must be floating point in [0, 1], got {src_images.dtype} (divide by 255)")
+    multi = src_images.dim() == 5
+    B, R, (H, W), s = src_images.shape[0], src_images.shape[1] if multi else 1, src_images.shape[-2:], self.stride
+    if H % s or W % s:
+        raise ValueError(f"src_images are {W} x {H} (W x H), but the image encoder's stride is {s}: both sides "
+                         f"must be multiples of {s} (crop or resize, e.g. to {W // s * s or s} x {H // s * s or s})")
+    lead = [("B", B), ("R", R)] if multi else [("B", B)]
+    _expect("src_vertices", src_vertices, lead + [("V", self.num_vertices), ("", 3)], "source camera frame, metres")
+    if src_K.shape != (3, 3): _expect("src_K", src_K, lead + [("", 3), ("", 3)], "source intrinsics, pixels")
+    if src_points2d is not None: _expect("src_points2d", src_points2d, lead + [("M", None), ("", 2)], "pixels")
+    imgs = src_images.reshape(B, R, 3, H, W)
+    verts = src_vertices.reshape(B, R, self.num_vertices, 3)
+    K = src_K.to(verts.dtype).expand(B, R, 3, 3) if src_K.dim() == 2 else src_K.reshape(B, R, 3, 3)
+    check = (not verts.is_cuda) if check is None else check
+    with _float32(verts):  # geometry stays float32 under mixed precision: bf16 pixels are off by pixels
+        loc = self.localiser(_wide(verts[:, 0]), _wide(K[:, 0]), check=check)  # first: it refuses NaN vertices
+        pts = project(_wide(verts), _wide(K)) if src_points2d is None else _wide(src_points2d.reshape(B, R, -1, 2))
+    feats = self.image_encoder(imgs.reshape(B * R, 3, H, W))
+    want = (B * R, self.feat_dim, H // s, W // s)
+    if feats.shape != want:
+        raise ValueError(f"the image encoder returned {list(feats.shape)} for {B * R} images of {W} x {H}; "
+                         f"expected {list(want)} (feat_dim {self.feat_dim}, stride {s})")
+    feats = feats.reshape(B, R, *want[1:])
+    z_id = self.identity_encoder(feats, pts, (H, W))
+    _expect("identity code", z_id, [("B", B), ("", self.decoder.z_dim)], "from the identity encoder")
+    with _float32(feats): sampled = self.sampler(_wide(feats[:, 0]), loc.x2d, loc.depth, (H, W))
+    _expect("sampled features", sampled.features, [("B", B), ("N", self.num_gaussians), ("", self.feat_dim)],
+            "from the sampler")
+    with _float32(imgs):
+        hint = colour_hint(_wide(imgs[:, 0]), loc.x2d, sampled.visible) if self.cfg.colour_hint else None
+    return self.decoder(z_id, sampled.features, hint)
 
-    def place(self, decoded: DecodedGaussians, # from `encode`
-              tgt_vertices: Tensor, # [B, V, 3] posed bodies, target camera frame, metres
-              check: bool | None = None, # value checks (NaN); None: for CPU tensors only
-             ) -> Gaussians:
-        "Put decoded Gaussians on target bodies (same face, same barycentrics; face frames carry rotation and scale)."
-        B = decoded.rotation.shape[0]
-        _expect("decoded.rotation", decoded.rotation, [("B", B), ("N", self.num_gaussians), ("", 4)], "face-local wxyz")
-        _expect("tgt_vertices", tgt_vertices, [("B", B), ("V", self.num_vertices), ("", 3)],
-                "target camera frame, metres", ref="the decoded Gaussians")
-        check = (not tgt_vertices.is_cuda) if check is None else check
-        L = self.localiser
-        with _float32(tgt_vertices):
-            v = _wide(tgt_vertices)
-            if check: L.check_vertices(v)
-            on = barycentric_place(v, L.faces, L.face_idx, L.bary, L.rest_area, k=L.k if L.regular else None)
-            return pose_gaussians(on, L.face_idx, decoded.rotation, decoded.scale, decoded.opacity, decoded.sh,
-                                  decoded.offset)
+# %% ../nbs/14_model.ipynb #5d313947
+@patch
+def place(self: AvatarModel, decoded: DecodedGaussians, # from `encode`
+          tgt_vertices: Tensor, # [B, V, 3] posed bodies, target camera frame, metres
+          check: bool | None = None, # value checks (NaN); None: for CPU tensors only
+         ) -> Gaussians:
+    "Put decoded Gaussians on target bodies (same face, same barycentrics; face frames carry rotation and scale)."
+    B = decoded.rotation.shape[0]
+    _expect("decoded.rotation", decoded.rotation, [("B", B), ("N", self.num_gaussians), ("", 4)], "face-local wxyz")
+    _expect("tgt_vertices", tgt_vertices, [("B", B), ("V", self.num_vertices), ("", 3)],
+            "target camera frame, metres", ref="the decoded Gaussians")
+    check = (not tgt_vertices.is_cuda) if check is None else check
+    L = self.localiser
+    with _float32(tgt_vertices):
+        v = _wide(tgt_vertices)
+        if check: L.check_vertices(v)
+        on = barycentric_place(v, L.faces, L.face_idx, L.bary, L.rest_area, k=L.k if L.regular else None)
+        return pose_gaussians(on, L.face_idx, decoded.rotation, decoded.scale, decoded.opacity, decoded.sh,
+                              decoded.offset)
 
-    def encode_place(self, src_images: Tensor, src_vertices: Tensor, src_K: Tensor, # as for `encode`
-                     tgt_vertices: Tensor, # [B, V, 3] target camera frame, metres
-                     src_points2d: Tensor | None = None, check: bool | None = None,
-                    ) -> tuple[DecodedGaussians, Gaussians]:
-        "`encode` then `place`, returning both (training needs the decoded offsets; one graph to compile)."
-        decoded = self.encode(src_images, src_vertices, src_K, src_points2d, check)
-        return decoded, self.place(decoded, tgt_vertices, check)
+@patch
+def encode_place(self: AvatarModel, src_images: Tensor, src_vertices: Tensor, src_K: Tensor, # as for `encode`
+                 tgt_vertices: Tensor, # [B, V, 3] target camera frame, metres
+                 src_points2d: Tensor | None = None, check: bool | None = None,
+                ) -> tuple[DecodedGaussians, Gaussians]:
+    "`encode` then `place`, returning both (training needs the decoded offsets; one graph to compile)."
+    decoded = self.encode(src_images, src_vertices, src_K, src_points2d, check)
+    return decoded, self.place(decoded, tgt_vertices, check)
 
-    def forward(self, src_images: Tensor, src_vertices: Tensor, src_K: Tensor, # as for `encode`
-                tgt_vertices: Tensor, # [B, V, 3] target camera frame, metres
-                src_points2d: Tensor | None = None, check: bool | None = None,
-               ) -> Gaussians:
-        "`encode` then `place`."
-        return self.encode_place(src_images, src_vertices, src_K, tgt_vertices, src_points2d, check)[1]
+@patch
+def forward(self: AvatarModel, src_images: Tensor, src_vertices: Tensor, src_K: Tensor, # as for `encode`
+            tgt_vertices: Tensor, # [B, V, 3] target camera frame, metres
+            src_points2d: Tensor | None = None, check: bool | None = None,
+           ) -> Gaussians:
+    "`encode` then `place`."
+    return self.encode_place(src_images, src_vertices, src_K, tgt_vertices, src_points2d, check)[1]
 
 # %% ../nbs/14_model.ipynb #c0c52ba7
 def camera_vertices(view) -> Tensor:  # [..., V, 3] camera frame, metres

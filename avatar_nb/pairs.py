@@ -139,6 +139,7 @@ class Pair:
                                    identity=self.identity.pin_memory(), index=self.index.pin_memory(),
                                    jitter=None if self.jitter is None else self.jitter.pin_memory())
 
+# %% ../nbs/08b_pairs.ipynb #ab666157
 def _stack(ts: Sequence[Tensor]) -> Tensor:
     "torch.stack; in a DataLoader worker, straight into shared memory (saves the copy that sending it would make)."
     if torch.utils.data.get_worker_info() is None: return torch.stack(list(ts))

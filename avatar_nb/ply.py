@@ -44,6 +44,7 @@ def ply_property_names(sh_degree: int) -> list[str]:
     return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(rest)]
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
+# %% ../nbs/06_ply.ipynb #bfcb3dfc
 def _check_frame(frame):
     if frame not in ("y_up", "y_down"): raise ValueError(f"frame must be 'y_up' or 'y_down', got {frame!r}")
 

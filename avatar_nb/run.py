@@ -322,6 +322,7 @@ class RunLock:
         _HELD[key][1] -= 1
         if _HELD[key][1] == 0: os.close(_HELD.pop(key)[0])  # the file stays: removing it would race a waiting process
 
+# %% ../nbs/18_run.ipynb #22d0372d
 def clean_leftovers(out: str | Path) -> list[Path]:
     "Remove the temporaries an interrupted write left in a run folder (`avatar_nb.files.is_temp_name`); returns them."
     out, gone = Path(out), []

@@ -182,6 +182,7 @@ def save_template(t: GaussianTemplate, path: str | Path) -> Path:
         np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
     return path
 
+# %% ../nbs/03_template.ipynb #ca8b799c
 def load_template(path: str | Path, # .npz written by save_template
                   expect_fingerprint: str | None = None, # refuse a template of another topology
                   expect_body_model: str | None = None, # name for the error message

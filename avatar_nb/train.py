@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import Tensor, nn
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -143,84 +144,97 @@ class AvatarModule(L.LightningModule):
     @property
     def bad_in_a_row(self) -> int: return int(self._bad[1]) if self._bad is not None else self._bad_start[1]
 
-    def step_outputs(self, batch, bg: Tensor):
-        "Render a batch and compute the loss terms."
-        return pair_loss(self.model, self._loss, batch, bg)
+# %% ../nbs/18_train.ipynb #a8906db1
+@patch
+def step_outputs(self: AvatarModule, batch, bg: Tensor):
+    "Render a batch and compute the loss terms."
+    return pair_loss(self.model, self._loss, batch, bg)
 
-    def fix_zbuffer_stride(self, batch):
-        "Pick the sampler's z-buffer stride once, from the first batch (the coarsest pick of all processes), and keep it."
-        # picked per batch, it cost a host read every step, and each DDP process picked from its own slice
-        src, m = batch.source, self.model
-        with torch.no_grad():
-            x2d = m.localiser(camera_vertices(src)[:, 0].float(), src.K[:, 0].float(), check=False).x2d
-            pick = pick_zbuffer_stride(x2d, tuple(src.image.shape[-2:]), 1 << int(math.log2(m.stride)))
-        m.sampler.zbuffer_stride = int(all_processes(torch.tensor([float(pick)], device=self.device), "max").item())
+@patch
+def fix_zbuffer_stride(self: AvatarModule, batch):
+    "Pick the sampler's z-buffer stride once, from the first batch (the coarsest pick of all processes), and keep it."
+    # picked per batch, it cost a host read every step, and each DDP process picked from its own slice
+    src, m = batch.source, self.model
+    with torch.no_grad():
+        x2d = m.localiser(camera_vertices(src)[:, 0].float(), src.K[:, 0].float(), check=False).x2d
+        pick = pick_zbuffer_stride(x2d, tuple(src.image.shape[-2:]), 1 << int(math.log2(m.stride)))
+    m.sampler.zbuffer_stride = int(all_processes(torch.tensor([float(pick)], device=self.device), "max").item())
 
-    def check_bad_steps(self, log: bool = True):
-        "Raise `TrainingError` if `max_bad_steps` steps in a row were skipped since the last check (one host read)."
-        if self._bad is None: return
-        total, run, worst = self._bad.tolist()
-        if log: self.log("train/bad_steps", float(total))
-        if worst >= self.cfg.trainer.max_bad_steps:
-            raise TrainingError(f"{worst} steps in a row had a non-finite loss or gradient; lower trainer.lr, "
-                                f"keep trainer.grad_clip > 0, or check the data")
-        self._bad[2] = run
+@patch
+def check_bad_steps(self: AvatarModule, log: bool = True):
+    "Raise `TrainingError` if `max_bad_steps` steps in a row were skipped since the last check (one host read)."
+    if self._bad is None: return
+    total, run, worst = self._bad.tolist()
+    if log: self.log("train/bad_steps", float(total))
+    if worst >= self.cfg.trainer.max_bad_steps:
+        raise TrainingError(f"{worst} steps in a row had a non-finite loss or gradient; lower trainer.lr, "
+                            f"keep trainer.grad_clip > 0, or check the data")
+    self._bad[2] = run
 
-    def training_step(self, batch, batch_idx):
-        t, opt, sched = self.cfg.trainer, self.optimizers(), self.lr_schedulers()
-        B = batch.target.image.shape[0]
-        bg = backgrounds(t.background, self.cfg.seed, self.batches_seen, B, self.global_rank, self.trainer.world_size)
-        self.in_step = True
-        self.batches_seen += 1
-        if self.model.sampler.zbuffer_stride is None: self.fix_zbuffer_stride(batch)
-        loss, rgb, target = self.step_outputs(batch, bg.to(self.device))
-        # after backward the gradients are averaged across processes: every process sees the same norm
-        bad = update_step(self.model, opt, sched, loss.total, t.grad_clip, self.manual_backward,
-                          lambda ok: all_processes(ok.float(), "min") > 0)  # all skip, or none
-        self.in_step = False  # global_step counts this step from here on
-        if self._bad is None: self._bad = torch.tensor([*self._bad_start, self._bad_start[1]], device=self.device)
-        run = (self._bad[1] + 1) * bad
-        self._bad = torch.stack([self._bad[0] + bad, run, torch.maximum(self._bad[2], run)])
-        if self.global_step % t.log_every == 0:
-            self.check_bad_steps()
-            # averaged over processes in one collective: with DDP the curve is the global batch's, as with one process
-            logged = {"train/loss": loss.total.detach(), **{f"train/{k}": v for k, v in loss.terms.items()},
-                      "train/psnr": psnr(rgb.detach().float().clamp(0, 1), target).mean()}
-            mean = dict(zip(logged, all_processes(torch.stack([v.float() for v in logged.values()]))))
-            self.log("train/loss", mean.pop("train/loss"), prog_bar=True)
-            self.log("train/psnr", mean.pop("train/psnr"), prog_bar=True)
-            self.log_dict(mean)
-            self.log("train/lr", sched.get_last_lr()[0])
-        if t.sample_every and self.global_step % t.sample_every == 0:
-            self.samples = (self.global_step, target[:4].detach().cpu(), rgb[:4].detach().float().clamp(0, 1).cpu())
-        return loss.total.detach()
+# %% ../nbs/18_train.ipynb #d17d4300
+@patch
+def training_step(self: AvatarModule, batch, batch_idx):
+    t, opt, sched = self.cfg.trainer, self.optimizers(), self.lr_schedulers()
+    B = batch.target.image.shape[0]
+    bg = backgrounds(t.background, self.cfg.seed, self.batches_seen, B, self.global_rank, self.trainer.world_size)
+    self.in_step = True
+    self.batches_seen += 1
+    if self.model.sampler.zbuffer_stride is None: self.fix_zbuffer_stride(batch)
+    loss, rgb, target = self.step_outputs(batch, bg.to(self.device))
+    # after backward the gradients are averaged across processes: every process sees the same norm
+    bad = update_step(self.model, opt, sched, loss.total, t.grad_clip, self.manual_backward,
+                      lambda ok: all_processes(ok.float(), "min") > 0)  # all skip, or none
+    self.in_step = False  # global_step counts this step from here on
+    if self._bad is None: self._bad = torch.tensor([*self._bad_start, self._bad_start[1]], device=self.device)
+    run = (self._bad[1] + 1) * bad
+    self._bad = torch.stack([self._bad[0] + bad, run, torch.maximum(self._bad[2], run)])
+    if self.global_step % t.log_every == 0:
+        self.check_bad_steps()
+        # averaged over processes in one collective: with DDP the curve is the global batch's, as with one process
+        logged = {"train/loss": loss.total.detach(), **{f"train/{k}": v for k, v in loss.terms.items()},
+                  "train/psnr": psnr(rgb.detach().float().clamp(0, 1), target).mean()}
+        mean = dict(zip(logged, all_processes(torch.stack([v.float() for v in logged.values()]))))
+        self.log("train/loss", mean.pop("train/loss"), prog_bar=True)
+        self.log("train/psnr", mean.pop("train/psnr"), prog_bar=True)
+        self.log_dict(mean)
+        self.log("train/lr", sched.get_last_lr()[0])
+    if t.sample_every and self.global_step % t.sample_every == 0:
+        self.samples = (self.global_step, target[:4].detach().cpu(), rgb[:4].detach().float().clamp(0, 1).cpu())
+    return loss.total.detach()
 
-    def on_train_end(self):
-        self.check_bad_steps(log=False)
+# %% ../nbs/18_train.ipynb #ecda8362
+@patch
+def on_train_end(self: AvatarModule):
+    self.check_bad_steps(log=False)
 
-    def validation_step(self, batch, batch_idx):
-        bg = torch.ones(3, device=self.device) if self.cfg.trainer.background != "black" else torch.zeros(3, device=self.device)
-        r = render_pair(self.model, batch, bg, check=False)
-        rgb = r.out.rgb[:, 0].permute(0, 3, 1, 2).float().clamp(0, 1)
-        self._val.append(psnr(rgb, composite(batch.target.image, batch.target.mask, bg)))
+@patch
+def validation_step(self: AvatarModule, batch, batch_idx):
+    bg = torch.ones(3, device=self.device) if self.cfg.trainer.background != "black" else torch.zeros(3, device=self.device)
+    r = render_pair(self.model, batch, bg, check=False)
+    rgb = r.out.rgb[:, 0].permute(0, 3, 1, 2).float().clamp(0, 1)
+    self._val.append(psnr(rgb, composite(batch.target.image, batch.target.mask, bg)))
 
-    def on_validation_epoch_end(self):
-        if self._val:
-            self.log("val/psnr", torch.cat(self._val).mean(), sync_dist=True, prog_bar=True)
-        self._val = []
+@patch
+def on_validation_epoch_end(self: AvatarModule):
+    if self._val:
+        self.log("val/psnr", torch.cat(self._val).mean(), sync_dist=True, prog_bar=True)
+    self._val = []
 
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["avatar_nb"] = {"config": config_to_yaml(self.cfg), "template": template_state(self.template),
-                                   "batches_seen": self.batches_seen, "bad_total": self.bad_total,
-                                   "bad_in_a_row": self.bad_in_a_row, "torch_rng": torch.get_rng_state(),
-                                   "zbuffer_stride": self.model.sampler.zbuffer_stride}
+# %% ../nbs/18_train.ipynb #27d3d8e4
+@patch
+def on_save_checkpoint(self: AvatarModule, checkpoint):
+    checkpoint["avatar_nb"] = {"config": config_to_yaml(self.cfg), "template": template_state(self.template),
+                               "batches_seen": self.batches_seen, "bad_total": self.bad_total,
+                               "bad_in_a_row": self.bad_in_a_row, "torch_rng": torch.get_rng_state(),
+                               "zbuffer_stride": self.model.sampler.zbuffer_stride}
 
-    def on_load_checkpoint(self, checkpoint):
-        s = checkpoint["avatar_nb"]
-        self.batches_seen, self._bad = int(s["batches_seen"]), None
-        self._bad_start = (int(s["bad_total"]), int(s["bad_in_a_row"]))
-        torch.set_rng_state(s["torch_rng"])
-        if s.get("zbuffer_stride") is not None: self.model.sampler.zbuffer_stride = int(s["zbuffer_stride"])
+@patch
+def on_load_checkpoint(self: AvatarModule, checkpoint):
+    s = checkpoint["avatar_nb"]
+    self.batches_seen, self._bad = int(s["batches_seen"]), None
+    self._bad_start = (int(s["bad_total"]), int(s["bad_in_a_row"]))
+    torch.set_rng_state(s["torch_rng"])
+    if s.get("zbuffer_stride") is not None: self.model.sampler.zbuffer_stride = int(s["zbuffer_stride"])
 
 # %% ../nbs/18_train.ipynb #88068dd9
 class LastCheckpoint(Callback):
@@ -362,6 +376,7 @@ def resume_path(cfg: RunConfig) -> Path | None:
     if not p.is_file(): raise ConfigError(f"trainer.resume: checkpoint {p} does not exist")
     return p
 
+# %% ../nbs/18_train.ipynb #a681997e
 def make_trainer(cfg: RunConfig, out: Path, callbacks: list = (),
                  resume_step: int | None = None, # the checkpoint's step when resuming: the log keeps the rows before it
                  **kw) -> L.Trainer:
@@ -396,6 +411,7 @@ def training_device(cfg: RunConfig) -> tuple[str, str]:  # (trainer.accelerator,
         return "gpu", "cuda"
     return "cpu", "cpu"
 
+# %% ../nbs/18_train.ipynb #1df536de
 def train(cfg: RunConfig, # the run (see `load_run_config`)
           callbacks: list = (), # more Lightning callbacks
           module_cls=None, # AvatarModule subclass to use (tests inject faults this way)
@@ -455,7 +471,6 @@ def _train(cfg: RunConfig, stopper: StopOnSignal, callbacks: list, module_cls, t
     return {"out": out, "last": ck / "last.ckpt", "best": best,
             "steps": trainer.global_step, "batches_seen": module.batches_seen, "bad_steps": module.bad_total,
             "interrupted": trainer.interrupted, "module": module, "trainer": trainer}
-
 
 # %% ../nbs/18_train.ipynb #248e819c
 class AvatarDDP(DDPStrategy):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar_nb.avatar import save_avatar
 from avatar_nb.data import load_dataset_index
 from avatar_nb.fit import FitConfig, fit_avatar, evaluate_avatar, refit_bodies, load_rig, body_error_cm, fused_start
 from avatar_nb.template import load_template
@@ -50,6 +51,7 @@ def main(argv=None):
     ap.add_argument("--refit-steps", type=int, default=200); ap.add_argument("--device", default="cuda")
     ap.add_argument("--modes", nargs="+", default=["off", "params"]); ap.add_argument("--json", default=None)
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new fits after this many seconds")
+    ap.add_argument("--save", default=None, help="folder to write each fitted avatar to (NAME_MODE.npz)")
     args = ap.parse_args(argv)
     if bool(args.template) == bool(args.checkpoint): ap.error("give one of --template or --checkpoint")
     over = dict(o.split("=", 1) for o in args.overrides)
@@ -74,6 +76,7 @@ def main(argv=None):
                 template, start, _ = fused_start(args.checkpoint, index, cfg, args.device)
             a = fit_avatar(index, template, cfg, start=start, body=rig, device=args.device)
             a.provenance["seconds"] = round(time.perf_counter() - t_start_s, 1)  # the fused decode included
+            if args.save: save_avatar(a, Path(args.save) / f"{name}_{mode}.npz")
             used = {f: torch.from_numpy(a.vertices[i]) for i, f in enumerate(a.frames)}
             tv = evaluate_avatar(a, index, "test_view", used, device=args.device)
             tp = evaluate_avatar(a, index, "test_pose", device=args.device)
