@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'template_gaussians',
-           'place_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer']
+           'place_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer', 'record_graph']
 
 # %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
@@ -211,16 +211,21 @@ class AvatarPlayer:
 
 
 # %% ../nbs/16_avatar.ipynb #7c84bbeb
-@patch
-def _record(self: AvatarPlayer):
-    self.vin = torch.zeros(self.batch, self.V, 3, device=self.device)
+def record_graph(fn, example: Tensor) -> tuple:  # (the graph, its input buffer, its output)
+    "Record `fn(x)` as a CUDA graph on a copy of `example`, warmed up outside the capture; to run it, copy new inputs into the buffer and replay."
+    x = example.detach().clone()
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.no_grad(), torch.cuda.stream(s):
-        for _ in range(3): self.place(self.vin)  # warm-up outside the capture (allocator, kernels)
+        for _ in range(3): fn(x)  # allocator and kernels ready before the capture
     torch.cuda.current_stream().wait_stream(s)
-    self._g = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(self._g): self.out = self.place(self.vin)
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(g): out = fn(x)
+    return g, x, out
+
+@patch
+def _record(self: AvatarPlayer):
+    self._g, self.vin, self.out = record_graph(self.place, torch.zeros(self.batch, self.V, 3, device=self.device))
 
 @patch
 def __call__(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, metres (B = batch when graphed)

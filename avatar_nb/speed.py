@@ -30,6 +30,7 @@ from .decoder import DecoderConfig, DecodedGaussians
 from .render import _gsplat
 from .losses import AvatarLoss, LossConfig
 from .evaluate import time_ms  # the one timer
+from .avatar import record_graph
 
 # %% ../nbs/20_speed.ipynb #c3caeeb8
 class Reposer:
@@ -42,15 +43,7 @@ class Reposer:
         self.model, self.decoded = model, decoded
         self.graph = example_vertices.is_cuda if graph is None else graph
         self._g = None
-        if self.graph:
-            self.vin = example_vertices.detach().clone()
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.no_grad(), torch.cuda.stream(s):
-                for _ in range(3): self._place(self.vin)  # warm-up outside the capture (allocator, kernels)
-            torch.cuda.current_stream().wait_stream(s)
-            self._g = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(self._g): self.out = self._place(self.vin)
+        if self.graph: self._g, self.vin, self.out = record_graph(self._place, example_vertices)
 
     def _place(self, v: Tensor) -> Gaussians:
         return self.model.place(self.decoded, v, check=False)
