@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'template_gaussians',
-           'place_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer', 'record_graph']
+           'place_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer', 'record_graph', 'contribution']
 
 # %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
@@ -19,7 +19,8 @@ from .decoder import DecodedGaussians
 from .files import atomic_write
 from .localise import Localiser, barycentric_place, pose_gaussians, transform_points
 from .gaussians import Gaussians
-from .rasterize import ALPHA_THRESHOLD
+from .rasterize import ALPHA_THRESHOLD, RenderOutput
+from .render import gsplat_front, gsplat_back
 from fastcore.basics import patch
 from .model import PlacedGaussians
 from .template import GaussianTemplate, check_template, _TENSORS as _TEMPLATE_TENSORS
@@ -186,11 +187,17 @@ class AvatarPlayer:
     def __init__(self, a: Avatar, device: str | torch.device = "cpu",
                  batch: int = 1, # bodies per call (fixed when graphed)
                  graph: bool | None = None, # record the placement as a CUDA graph; None: on CUDA
+                 keep: Tensor | None = None, # [N] bool, Gaussians to keep (e.g. `contribution(...) > 0`); None: all that can show
                 ):
         dev = torch.device(device)
         loc = Localiser(a.template)
         g = a.gaussians
-        keep = (g.opacity[0] >= ALPHA_THRESHOLD).nonzero()[:, 0]  # the others never show
+        show = g.opacity[0] >= ALPHA_THRESHOLD  # the others never show
+        if keep is not None:
+            if tuple(keep.shape) != tuple(show.shape):
+                raise ValueError(f"keep must have shape [{show.shape[0]}] (one flag per Gaussian of the avatar), got {list(keep.shape)}")
+            show = show & keep.to(show.device, torch.bool)
+        keep = show.nonzero()[:, 0]
         self.kept, self.total = int(keep.numel()), a.num_gaussians
         to = lambda x: x.to(dev)
         self.faces, self.rest_area = to(loc.faces), to(loc.rest_area)
@@ -199,7 +206,7 @@ class AvatarPlayer:
         self.offset = to(g.offset[:, keep])
         self.V, self.batch, self.device = a.template.rest_vertices.shape[0], batch, dev
         self.graph = dev.type == "cuda" if graph is None else graph
-        self._g = None
+        self._g, self._fronts = None, {}  # the placement's graph; per image size, the colour path's
         if self.graph: self._record()
 
     def place(self, vertices: Tensor, # [B, V, 3] posed bodies, in the frame to render in (camera or world), metres
@@ -242,9 +249,63 @@ def __call__(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, met
 @patch
 def render(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
            viewmat: Tensor, K: Tensor, # [B, 4, 4] world-to-camera, [B, 3, 3] intrinsics, pixels
-           width: int, height: int, background: Tensor | None = None, **kw): # [3] RGB
+           width: int, height: int, background: Tensor | None = None, # [3] RGB
+           depth: bool = True, # expected depth too; False on CUDA: colour and alpha by the colour-only path (depth None)
+           **kw): # more `render` arguments (with depth)
     "Re-pose and render: one image per body."
+    if not depth and self.device.type == "cuda": return self._render_colour(vertices, viewmat, K, width, height, background)
     v = transform_points(viewmat.to(self.device, torch.float32), vertices.to(self.device, torch.float32))
     bg = None if background is None else background.to(self.device).expand(v.shape[0], 3)[:, None]
     with torch.no_grad(): return self(v).render(K.to(self.device, torch.float32), width, height, background=bg, check=False, **kw)
+
+
+# %% ../nbs/16_avatar.ipynb #f271d55c
+@patch
+def _front(self: AvatarPlayer, x: Tensor, width: int, height: int): # x: [B, V*3 + 16 + 9] bodies, viewmats, intrinsics
+    B, n = x.shape[0], self.V * 3
+    v, E, K = x[:, :n].reshape(B, self.V, 3), x[:, n:n + 16].reshape(B, 4, 4), x[:, n + 16:].reshape(B, 3, 3)
+    g = self.place(transform_points(E, v))
+    return gsplat_front(g.means, g.quats, g.scales, g.opacities, g.sh, K, width, height)
+
+@patch
+def _render_colour(self: AvatarPlayer, vertices: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
+                   background: Tensor | None = None) -> RenderOutput:
+    B = vertices.shape[0]
+    if vertices.dim() != 3 or vertices.shape[1:] != (self.V, 3) or (self.graph and B != self.batch):
+        raise ValueError(f"vertices must have shape [{self.batch if self.graph else 'B'}, {self.V}, 3] (posed bodies, metres), "
+                         f"got {list(vertices.shape)}")
+    f32 = dict(device=self.device, dtype=torch.float32)
+    x = torch.cat([vertices.to(**f32).reshape(B, -1), viewmat.to(**f32).reshape(B, 16), K.to(**f32).reshape(B, 9)], 1)
+    key = (int(width), int(height))
+    with torch.no_grad():
+        if self.graph and key not in self._fronts: self._fronts[key] = record_graph(lambda t: self._front(t, *key), x)
+        if self.graph:
+            g, xin, front = self._fronts[key]
+            xin.copy_(x); g.replay()
+        else: front = self._front(x, *key)
+        bg = None if background is None else background.to(**f32).expand(B, 3)
+        rgb, alpha = gsplat_back(front, *key, bg)
+    return RenderOutput(rgb=rgb, alpha=alpha, depth=None)
+
+
+# %% ../nbs/16_avatar.ipynb #53a33c41
+def contribution(a: Avatar, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
+                 viewmat: Tensor, K: Tensor, # [B, 4, 4] world-to-camera, [B, 3, 3] intrinsics: one camera per body
+                 width: int, height: int, # pixels
+                 chunk: int = 4, # images rendered at once
+                 **kw, # more `render` arguments (backend, tile_size, ...)
+                ) -> Tensor:  # [N] pixels
+    "How much each Gaussian paints: its blend weight summed over an image's pixels, the largest over the images."
+    dev = vertices.device
+    loc = Localiser(a.template).to(dev)
+    g = DecodedGaussians(*(getattr(a.gaussians, k).to(dev) for k in ("rotation", "scale", "opacity", "sh", "offset")))
+    best = torch.zeros(a.num_gaussians, device=dev)
+    for i in range(0, vertices.shape[0], chunk):
+        v = vertices[i:i + chunk].float()
+        with torch.no_grad(): placed = place_gaussians(loc, g, transform_points(viewmat[i:i + chunk].to(v), v))
+        ones = torch.ones(v.shape[0], a.num_gaussians, 3, device=dev, requires_grad=True)
+        out = placed.render(K[i:i + chunk].to(v), width, height, colors=ones, **kw)  # each pixel: its weights' sum
+        out.rgb[..., 0].sum().backward()  # so each colour's gradient is its Gaussian's weight summed over the pixels
+        best = torch.maximum(best, ones.grad[..., 0].amax(0))
+    return best
 

@@ -220,7 +220,7 @@ class FitConfig:
     lr_camera: float = 0.0005
     camera_prior: float = 1.0  # weight of the squared camera correction (radians^2, metres^2 x 100)
     residual_reg: float = 0.0  # keeps the Gaussians near their start (rotation, log-scale, offset residuals)
-    sh_rest_reg: float = 10.0  # keeps view-dependent colour (SH degree >= 1) near its start: held-out cameras must still hold
+    sh_rest_reg: float = 1000.0  # holds view-dependent colour (SH degree >= 1) at its start: a few training cameras cannot teach it
     loss: LossConfig = field(default_factory=lambda: LossConfig(lpips="never"))  # the project's losses
     backend: Literal["auto", "gsplat", "torch"] = "auto"
     checkpoint_every: int = 100  # steps between resumable states

@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['LIGHTNING_NOISE', 'TrainingError', 'lr_lambda', 'backgrounds', 'all_processes', 'compile_for_training', 'pair_loss',
            'make_optimizer', 'update_step', 'AvatarModule', 'LastCheckpoint', 'sample_grid', 'SampleImages',
-           'DropMessages', 'quiet_lightning', 'StepProgressBar', 'ProgressLines', 'progress_callbacks', 'run_template',
-           'resume_path', 'make_trainer', 'training_device', 'train', 'AvatarDDP', 'available_device', 'load_avatar']
+           'TimeBudget', 'DropMessages', 'quiet_lightning', 'StepProgressBar', 'ProgressLines', 'progress_callbacks',
+           'run_template', 'resume_path', 'make_trainer', 'training_device', 'train', 'AvatarDDP', 'available_device',
+           'load_avatar']
 
 # %% ../nbs/18_train.ipynb #05673dc4
 import logging
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, LearningRateMonitor, TQDMProgressBar, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -48,11 +49,14 @@ from .run import (TrainConfig, RunConfig, CheckpointError,
 class TrainingError(RuntimeError):
     "Training cannot go on (diverged, out of memory, ...); the message says what to change."
 
-def lr_lambda(t: TrainConfig):
-    "Learning-rate factor by step: linear warm-up, then cosine decay to `min_lr_ratio`."
+def lr_lambda(t: TrainConfig,
+              end: list | None = None, # [step or None]: where the decay ends when sooner than max_steps (`TimeBudget` sets it)
+             ):
+    "Learning-rate factor by step: linear warm-up, then cosine decay to `min_lr_ratio` by `max_steps` (or `end[0]`)."
     def f(step: int) -> float:
         if step < t.warmup_steps: return (step + 1) / t.warmup_steps
-        x = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+        last = min(t.max_steps, end[0]) if end and end[0] else t.max_steps
+        x = min(1.0, (step - t.warmup_steps) / max(1, last - t.warmup_steps))
         return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * x))
     return f
 
@@ -94,10 +98,11 @@ def pair_loss(model: AvatarModel, loss_fn, batch, # a `pairs.Pair` batch
 
 # %% ../nbs/18_train.ipynb #ed49e298
 def make_optimizer(model: nn.Module, t: TrainConfig,
+                   end: list | None = None, # see `lr_lambda`
                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     "The run's optimiser (fused AdamW, `trainer.lr` and `weight_decay`) and its per-step schedule."
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t, end))
 
 def update_step(model: nn.Module, opt, sched, # from `make_optimizer` (Lightning's wrappers of them too)
                 total: Tensor, # [] the loss
@@ -130,10 +135,11 @@ class AvatarModule(L.LightningModule):
         self.in_step = False  # between the first counter change of a step and its last: no checkpoint then
         self._bad, self._bad_start = None, (0, 0)  # on the device: [total, current run, longest run since checked]
         self.samples, self._val = None, []
+        self.decay_end = [None]  # the step the schedule's decay ends at when `trainer.max_minutes` comes first
         self._loss = compile_for_training(self.model, self.loss_fn, cfg.trainer.compile)
 
     def configure_optimizers(self):
-        opt, sched = make_optimizer(self.model, self.cfg.trainer)
+        opt, sched = make_optimizer(self.model, self.cfg.trainer, self.decay_end)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self):
@@ -226,7 +232,7 @@ def on_save_checkpoint(self: AvatarModule, checkpoint):
     checkpoint["avatar_nb"] = {"config": config_to_yaml(self.cfg), "template": template_state(self.template),
                                "batches_seen": self.batches_seen, "bad_total": self.bad_total,
                                "bad_in_a_row": self.bad_in_a_row, "torch_rng": torch.get_rng_state(),
-                               "zbuffer_stride": self.model.sampler.zbuffer_stride}
+                               "zbuffer_stride": self.model.sampler.zbuffer_stride, "decay_end": self.decay_end[0]}
 
 @patch
 def on_load_checkpoint(self: AvatarModule, checkpoint):
@@ -235,6 +241,7 @@ def on_load_checkpoint(self: AvatarModule, checkpoint):
     self._bad_start = (int(s["bad_total"]), int(s["bad_in_a_row"]))
     torch.set_rng_state(s["torch_rng"])
     if s.get("zbuffer_stride") is not None: self.model.sampler.zbuffer_stride = int(s["zbuffer_stride"])
+    self.decay_end[0] = s.get("decay_end") if self.cfg.trainer.max_minutes else None  # without a time limit: max_steps
 
 # %% ../nbs/18_train.ipynb #88068dd9
 class LastCheckpoint(Callback):
@@ -287,6 +294,26 @@ class SampleImages(Callback):
         Image.fromarray(grid).save(self.dir / f"step_{step:06d}.png")
         for lg in trainer.loggers:
             if isinstance(lg, TensorBoardLogger): lg.experiment.add_image("samples", grid, step, dataformats="HWC")
+
+# %% ../nbs/18_train.ipynb #29ea7f5e
+class TimeBudget(Callback):
+    "With `trainer.max_minutes`: the schedule's decay ends at the step where the time is estimated to run out."
+
+    def __init__(self, every: int = 50): self.every, self._last = max(1, every), None
+
+    def on_train_start(self, trainer, module): self._last = None  # the first interval compiles: not a speed
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        s = trainer.global_step
+        if s % self.every: return
+        last, self._last = self._last, (s, time.perf_counter())
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if last is None or timer is None or s <= last[0]: return
+        speed = (s - last[0]) / max(self._last[1] - last[1], 1e-9)  # steps/s
+        end = torch.tensor(s + (timer.time_remaining() or 0.0) * speed, device=module.device)
+        end = float(all_processes(end, "min"))  # the earliest estimate: every process decays alike
+        module.decay_end[0] = max(s + 1, min(int(end), trainer.max_steps))
+
 
 # %% ../nbs/18_train.ipynb #92be6387
 LIGHTNING_NOISE = {  # logger -> starts of the info messages that are Lightning's business, not the user's
@@ -386,6 +413,7 @@ def make_trainer(cfg: RunConfig, out: Path, callbacks: list = (),
     quiet_lightning()
     progress, bar = progress_callbacks(t, kw.pop("enable_progress_bar", True))
     cbs = [LastCheckpoint(ckpt, t.checkpoint_every), SampleImages(out / "samples"), LearningRateMonitor()] + progress
+    if t.max_minutes: cbs.append(TimeBudget(t.log_every))
     if t.val_every: cbs.append(ModelCheckpoint(ckpt, filename="best", monitor="val/psnr", mode="max", save_top_k=1,
                                                auto_insert_metric_name=False, enable_version_counter=False))
     strategy = kw.pop("strategy", None) or (AvatarDDP(sync_every=t.log_every) if t.strategy == "ddp" else "auto")

@@ -23,9 +23,23 @@ from avatar_nb.fit import FitConfig, fit_avatar, evaluate_avatar, refit_bodies, 
 from avatar_nb.template import load_template
 
 
-def render_fps(a, device, size=512, reps=200) -> dict:
-    "Frames per second of the fitted avatar re-posed and rendered one frame per call at size x size (1000 / median ms)."
-    from avatar_nb.avatar import AvatarPlayer, render_avatar
+def split_views(a, index, split: str, device) -> tuple:
+    "Bodies (the avatar's fitted ones), viewmats and intrinsics of a split's images of the avatar's frames."
+    ents = [(f, c) for f, c in index.splits[split] if f in set(a.frames)]
+    fr = list(a.frames)
+    v = torch.from_numpy(np.stack([a.vertices[fr.index(f)] for f, _ in ents])).to(device)
+    E = torch.as_tensor(np.stack([index.cameras[c].viewmat for _, c in ents]), dtype=torch.float32, device=device)
+    K = torch.as_tensor(np.stack([index.cameras[c].K for _, c in ents]), dtype=torch.float32, device=device)
+    cam = index.cameras[ents[0][1]]
+    return v, E, K, cam.width, cam.height
+
+
+def render_fps(a, device, index=None, size=512, reps=200, prune=(0.0, 0.05)) -> dict:
+    """Frames per second of the fitted avatar re-posed and rendered one frame per call at size x size (1000 / median ms):
+    `render_avatar`, `AvatarPlayer` with depth, its colour-only path, and that path keeping only the Gaussians whose
+    `contribution` to the training views is above each `prune` value (pixels), with the held-out views' PSNR against
+    the unpruned colour path."""
+    from avatar_nb.avatar import AvatarPlayer, render_avatar, contribution
     from avatar_nb.evaluate import time_ms
     from avatar_nb.localise import Localiser, intrinsics, look_at
     loc = Localiser(a.template).to(device)
@@ -33,10 +47,26 @@ def render_fps(a, device, size=512, reps=200) -> dict:
     E = look_at(torch.tensor([0.0, 1.3, 3.3]), torch.tensor([0.0, 1.0, 0.0])).to(device)[None]
     K, bg = intrinsics(size, size, 40.0).to(device)[None], torch.ones(3, device=device)
     player = AvatarPlayer(a, device)
+    res = {"kept": player.kept, "gaussians": player.total}
     with torch.no_grad():
-        plain = time_ms(lambda: render_avatar(a, v, E, K, size, size, bg, loc, check=False), device, reps, warmup=10)[0]
-        fast = time_ms(lambda: player.render(v, E, K, size, size, bg), device, reps, warmup=10)[0]
-    return {"render_avatar_fps": 1000 / plain, "player_fps": 1000 / fast, "kept": player.kept, "gaussians": player.total}
+        res["render_avatar_fps"] = 1000 / time_ms(lambda: render_avatar(a, v, E, K, size, size, bg, loc, check=False), device, reps, warmup=10)[0]
+        res["player_fps"] = 1000 / time_ms(lambda: player.render(v, E, K, size, size, bg), device, reps, warmup=10)[0]
+        res["colour_fps"] = 1000 / time_ms(lambda: player.render(v, E, K, size, size, bg, depth=False), device, reps, warmup=10)[0]
+        res["colour_max_diff"] = float((player.render(v, E, K, size, size, bg, depth=False).rgb
+                                        - player.render(v, E, K, size, size, bg).rgb).abs().max())
+    if index is None or "test_view" not in index.splits: return res
+    w = contribution(a, *split_views(a, index, "train", device))
+    tv, tE, tK, W, H = split_views(a, index, "test_view", device)
+    with torch.no_grad():
+        ref = [player.render(tv[i:i + 1], tE[i:i + 1], tK[i:i + 1], W, H, bg, depth=False).rgb for i in range(len(tv))]
+        for tau in prune:
+            p = AvatarPlayer(a, device, keep=w > tau)
+            psnr = min(float(10 * torch.log10(1 / ((p.render(tv[i:i + 1], tE[i:i + 1], tK[i:i + 1], W, H, bg, depth=False).rgb
+                                                     - ref[i]) ** 2).mean().clamp_min(1e-12))) for i in range(len(tv)))
+            fps = 1000 / time_ms(lambda: p.render(v, E, K, size, size, bg, depth=False), device, reps, warmup=10)[0]
+            res.setdefault("pruned", []).append({"contribution_above_px": tau, "kept": p.kept, "colour_fps": fps,
+                                                 "test_view_psnr_vs_unpruned_min": psnr})
+    return res
 
 
 def main(argv=None):
@@ -51,6 +81,7 @@ def main(argv=None):
     ap.add_argument("--refit-steps", type=int, default=200); ap.add_argument("--device", default="cuda")
     ap.add_argument("--modes", nargs="+", default=["off", "params"]); ap.add_argument("--json", default=None)
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new fits after this many seconds")
+    ap.add_argument("--no-fps", action="store_true", help="skip the frames/s measurement of the first fitted avatar")
     ap.add_argument("--save", default=None, help="folder to write each fitted avatar to (NAME_MODE.npz)")
     args = ap.parse_args(argv)
     if bool(args.template) == bool(args.checkpoint): ap.error("give one of --template or --checkpoint")
@@ -63,8 +94,8 @@ def main(argv=None):
     ti = load_dataset_index(root / args.truth)
     truth = {f: ti.vertices[ti.row(f)] for f in ti.frames}
     rows, fps = [], None
-    print("| stored bodies | start error cm | fit | corrected error cm | test_view box | test_pose box (stored) | test_pose box (bodies refitted) | fit s |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    print("| stored bodies | start error cm | fit | corrected error cm | train box | test_view box | test_pose box (stored) | test_pose box (bodies refitted) | fit s |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     for spec in args.datasets:  # NAME or NAME:mode,mode (modes of that dataset only)
         name, _, ms = spec.partition(":")
         index = load_dataset_index(root / name)
@@ -79,6 +110,7 @@ def main(argv=None):
             if args.save: save_avatar(a, Path(args.save) / f"{name}_{mode}.npz")
             used = {f: torch.from_numpy(a.vertices[i]) for i, f in enumerate(a.frames)}
             tv = evaluate_avatar(a, index, "test_view", used, device=args.device)
+            tr = evaluate_avatar(a, index, "train", used, device=args.device)  # how closely the fitted views are matched
             tp = evaluate_avatar(a, index, "test_pose", device=args.device)
             tpr = None
             if mode != "off" and args.refit_steps:
@@ -88,19 +120,24 @@ def main(argv=None):
             err0 = float(np.mean([np.linalg.norm(index.vertices[index.row(f)] - truth[f], axis=-1).mean() for f in a.frames])) * 100
             err1 = body_error_cm(a, truth)  # both over the fitted (training) frames
             rec = {"dataset": name, "mode": mode, "start_error_cm": err0, "corrected_error_cm": err1,
-                   "test_view_box": tv["psnr_crop"], "test_view_full": tv["psnr"], "test_pose_box": tp["psnr_crop"],
+                   "test_view_box": tv["psnr_crop"], "test_view_full": tv["psnr"], "train_box": tr["psnr_crop"], "test_pose_box": tp["psnr_crop"],
                    "test_pose_refit_box": tpr["psnr_crop"] if tpr else None, "fit_s": a.provenance["seconds"],
                    "gaussians": a.num_gaussians}
             rows.append(rec)
             fit_name = "refinement" if mode == "off" else "refinement + body correction"
             refit = "n/a" if tpr is None else f"{tpr['psnr_crop']:.2f}"
-            print(f"| {name} | {err0:.2f} | {fit_name} | {err1:.2f} | {tv['psnr_crop']:.2f} | {tp['psnr_crop']:.2f} | "
+            print(f"| {name} | {err0:.2f} | {fit_name} | {err1:.2f} | {tr['psnr_crop']:.2f} | {tv['psnr_crop']:.2f} | {tp['psnr_crop']:.2f} | "
                   f"{refit} | {a.provenance['seconds']:.0f} |", flush=True)
-            if fps is None and args.device != "cpu":
-                fps = render_fps(a, args.device)
+            if fps is None and args.device != "cpu" and not args.no_fps:
+                fps = render_fps(a, args.device, index)
                 print(f"fitted avatar, 1 frame per call at 512 x 512: render_avatar {fps['render_avatar_fps']:.0f} frames/s, "
-                      f"AvatarPlayer {fps['player_fps']:.0f} frames/s ({fps['kept']:,} of {fps['gaussians']:,} Gaussians can "
-                      "show)", flush=True)
+                      f"AvatarPlayer {fps['player_fps']:.0f} frames/s with depth, {fps['colour_fps']:.0f} colour only "
+                      f"({fps['kept']:,} of {fps['gaussians']:,} Gaussians can show; colour path vs depth path max "
+                      f"{fps['colour_max_diff']:.1e})", flush=True)
+                for r in fps.get("pruned", []):
+                    print(f"  keeping contribution > {r['contribution_above_px']} px: {r['kept']:,} Gaussians, "
+                          f"{r['colour_fps']:.0f} frames/s colour only, test_view PSNR against unpruned >= "
+                          f"{r['test_view_psnr_vs_unpruned_min']:.1f} dB", flush=True)
             if args.json: Path(args.json).write_text(json.dumps({"rows": rows, "fps_512": fps, "args": vars(args)}, indent=1))
     return rows
 
