@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'WORLD_FROM_CAMERA', 'PreprocessConfig', 'list_frames', 'read_rgb', 'nlf_predictions', 'mesh_silhouette',
-           'points_silhouette', 'dilate', 'preprocess']
+           'points_silhouette', 'dilate', 'nearest_sigma', 'preprocess']
 
 # %% ../nbs/10_preprocess.ipynb #1cbb0d0f
 import hashlib
@@ -17,6 +17,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from PIL import Image
 
 from .body import split_pose
@@ -139,6 +140,19 @@ def dilate(mask: np.ndarray, px: int) -> np.ndarray:
     t = torch.as_tensor(mask, dtype=torch.float32)[None, None]
     return (F.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[0, 0] > 0).numpy()
 
+# %% ../nbs/10_preprocess.ipynb #2952f505
+def nearest_sigma(vertices: Tensor, # [P, V, 3] each person's body-model vertices
+                  points: Tensor, # [P, M, 3] the same people's points that carry an uncertainty
+                  sigma: Tensor, # [P, M] those points' uncertainties, metres
+                  floor: float = 1e-3, # smallest uncertainty written, metres
+                 ) -> Tensor:  # [P, V] metres
+    "Each vertex's uncertainty: that of the nearest point of the same person."
+    out = torch.empty(vertices.shape[:2])
+    for p in range(vertices.shape[0]):
+        out[p] = sigma[p][torch.cdist(vertices[p].float(), points[p].float()).argmin(1)]
+    return out.clamp_min(floor)
+
+
 # %% ../nbs/10_preprocess.ipynb #c5392986
 def preprocess(cfg: PreprocessConfig) -> dict:
     "Run NLF over a folder of frames and write a dataset; returns a report."
@@ -194,7 +208,8 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     bodies = {"frame": np.array(frames), "identity": np.zeros(len(frames), dtype=np.int64),
               "vertices": (people.vertices3d.numpy() @ R.T).astype(np.float32),
               "betas": people.betas.numpy(), "expression": np.zeros((len(frames), 10), np.float32),
-              "transl": people.trans.numpy(), **split_pose(people.pose.numpy())}
+              "transl": people.trans.numpy(), **split_pose(people.pose.numpy()),
+              "vertex_sigma": nearest_sigma(people.vertices3d, people.vertices3d_nonparam, people.vertex_uncertainties).numpy()}
     cams = {"cam00": {"K": K0, "viewmat": WORLD_FROM_CAMERA, "width": W0, "height": H0}}
     test = [f for f, i in zip(frames, src_index) if cfg.test_every and i % cfg.test_every == cfg.test_every - 1]
     splits = {"train": [(f, "cam00") for f in frames if f not in test], "test_pose": [(f, "cam00") for f in test]}
@@ -202,7 +217,8 @@ def preprocess(cfg: PreprocessConfig) -> dict:
               "nlf_cached": cached, "masks": "given" if mask_files else "approximate"}
     meta = {"body_model": "smplx", "source": "nlf",
             "masks": "exact" if mask_files else "approximate", "note": "SMPL-X parameters are NLF's, in its "
-            "camera frame; vertices are in the dataset's world frame (camera frame turned 180 deg about x)",
+            "camera frame; vertices are in the dataset's world frame (camera frame turned 180 deg about x); "
+            "vertex_sigma is NLF's vertex uncertainty of the nearest of its 1024 points",
             "preprocess": {k: v for k, v in asdict(cfg).items() if k not in ("overwrite",)}, "report": report}
     write_dataset(out, meta, cams, bodies, splits, views(), overwrite=True)
     return report
