@@ -312,7 +312,7 @@ class TimeBudget(Callback):
         speed = (s - last[0]) / max(self._last[1] - last[1], 1e-9)  # steps/s
         end = torch.tensor(s + (timer.time_remaining() or 0.0) * speed, device=module.device)
         end = float(all_processes(end, "min"))  # the earliest estimate: every process decays alike
-        module.decay_end[0] = max(s + 1, min(int(end), trainer.max_steps))
+        module.decay_end[0] = min(max(s + 1, int(end)), trainer.max_steps)
 
 
 # %% ../nbs/18_train.ipynb #92be6387
