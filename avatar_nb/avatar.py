@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'template_gaussians',
-           'place_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer', 'record_graph', 'contribution']
+           'place_gaussians', 'avatar_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer', 'record_graph',
+           'contribution']
 
 # %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
@@ -158,14 +159,17 @@ def place_gaussians(localiser: Localiser, g: DecodedGaussians, # [1, N, ...] fac
         loc = replace(loc, centres=(vertices[:, localiser.gauss_vid] * localiser.bary.to(vertices)[None, :, :, None]).sum(2))
     return pose_gaussians(loc, localiser.face_idx, g.rotation[0], g.scale[0], g.opacity[0], g.sh[0], g.offset.expand(B, -1))
 
+def avatar_gaussians(a: Avatar, device) -> DecodedGaussians:  # [1, N, ...] face-local
+    "The avatar's Gaussians as the placement takes them, on a device."
+    return DecodedGaussians(*(getattr(a.gaussians, k).to(device) for k in ("rotation", "scale", "opacity", "sh", "offset")))
+
 def render_avatar(a: Avatar, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
                   viewmat: Tensor, K: Tensor, # [B, 4, 4] world-to-camera, [B, 3, 3] intrinsics, pixels
                   width: int, height: int, background: Tensor | None = None, # [3] RGB
                   localiser: Localiser | None = None, **kw):
     "Render an avatar on bodies, seen by cameras: no encoder, no source image."
     loc = localiser or Localiser(a.template).to(vertices.device)
-    g = DecodedGaussians(*(getattr(a.gaussians, k).to(vertices.device) for k in ("rotation", "scale", "opacity", "sh", "offset")))
-    placed = place_gaussians(loc, g, transform_points(viewmat.to(vertices), vertices))
+    placed = place_gaussians(loc, avatar_gaussians(a, vertices.device), transform_points(viewmat.to(vertices), vertices))
     bg = None if background is None else background.to(vertices).expand(vertices.shape[0], 3)[:, None]
     return placed.render(K.to(vertices), width, height, background=bg, **kw)
 
@@ -176,8 +180,7 @@ def posed_avatar(a: Avatar, vertices: Tensor, # [T, V, 3] posed bodies, world fr
     if vertices.dim() != 3 or vertices.shape[1:] != (V, 3):
         raise ValueError(f"vertices must have shape [T, {V}, 3] (the avatar's {a.body_model} mesh, world frame, metres), "
                          f"got {list(vertices.shape)}")
-    loc = Localiser(a.template).to(vertices.device)
-    g = DecodedGaussians(*(getattr(a.gaussians, k).to(vertices.device) for k in ("rotation", "scale", "opacity", "sh", "offset")))
+    loc, g = Localiser(a.template).to(vertices.device), avatar_gaussians(a, vertices.device)
     with torch.no_grad(): return [place_gaussians(loc, g, v[None].float())[0] for v in vertices]
 
 # %% ../nbs/16_avatar.ipynb #853247b7
@@ -231,15 +234,19 @@ def record_graph(fn, example: Tensor) -> tuple:  # (the graph, its input buffer,
     return g, x, out
 
 @patch
+def _check(self: AvatarPlayer, vertices: Tensor):
+    if vertices.dim() != 3 or vertices.shape[1:] != (self.V, 3) or (self.graph and vertices.shape[0] != self.batch):
+        B = self.batch if self.graph else "B"
+        raise ValueError(f"vertices must have shape [{B}, {self.V}, 3] (posed bodies, metres), got {list(vertices.shape)}")
+
+@patch
 def _record(self: AvatarPlayer):
     self._g, self.vin, self.out = record_graph(self.place, torch.zeros(self.batch, self.V, 3, device=self.device))
 
 @patch
 def __call__(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, metres (B = batch when graphed)
             ) -> Gaussians:  # [B, kept, ...] in the bodies' frame
-    if vertices.dim() != 3 or vertices.shape[1:] != (self.V, 3) or (self._g is not None and vertices.shape[0] != self.batch):
-        B = self.batch if self._g is not None else "B"
-        raise ValueError(f"vertices must have shape [{B}, {self.V}, 3] (posed bodies, metres), got {list(vertices.shape)}")
+    self._check(vertices)
     if self._g is None:
         with torch.no_grad(): return self.place(vertices.to(self.device))
     self.vin.copy_(vertices)
@@ -270,10 +277,8 @@ def _front(self: AvatarPlayer, x: Tensor, width: int, height: int): # x: [B, V*3
 @patch
 def _render_colour(self: AvatarPlayer, vertices: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
                    background: Tensor | None = None) -> RenderOutput:
+    self._check(vertices)
     B = vertices.shape[0]
-    if vertices.dim() != 3 or vertices.shape[1:] != (self.V, 3) or (self.graph and B != self.batch):
-        raise ValueError(f"vertices must have shape [{self.batch if self.graph else 'B'}, {self.V}, 3] (posed bodies, metres), "
-                         f"got {list(vertices.shape)}")
     f32 = dict(device=self.device, dtype=torch.float32)
     x = torch.cat([vertices.to(**f32).reshape(B, -1), viewmat.to(**f32).reshape(B, 16), K.to(**f32).reshape(B, 9)], 1)
     key = (int(width), int(height))
@@ -296,16 +301,12 @@ def contribution(a: Avatar, vertices: Tensor, # [B, V, 3] posed bodies, world fr
                  **kw, # more `render` arguments (backend, tile_size, ...)
                 ) -> Tensor:  # [N] pixels
     "How much each Gaussian paints: its blend weight summed over an image's pixels, the largest over the images."
-    dev = vertices.device
-    loc = Localiser(a.template).to(dev)
-    g = DecodedGaussians(*(getattr(a.gaussians, k).to(dev) for k in ("rotation", "scale", "opacity", "sh", "offset")))
-    best = torch.zeros(a.num_gaussians, device=dev)
+    loc, best = Localiser(a.template).to(vertices.device), torch.zeros(a.num_gaussians, device=vertices.device)
     for i in range(0, vertices.shape[0], chunk):
         v = vertices[i:i + chunk].float()
-        with torch.no_grad(): placed = place_gaussians(loc, g, transform_points(viewmat[i:i + chunk].to(v), v))
-        ones = torch.ones(v.shape[0], a.num_gaussians, 3, device=dev, requires_grad=True)
-        out = placed.render(K[i:i + chunk].to(v), width, height, colors=ones, **kw)  # each pixel: its weights' sum
-        out.rgb[..., 0].sum().backward()  # so each colour's gradient is its Gaussian's weight summed over the pixels
+        ones = torch.ones(v.shape[0], a.num_gaussians, 3, device=v.device, requires_grad=True)
+        out = render_avatar(a, v, viewmat[i:i + chunk], K[i:i + chunk], width, height, localiser=loc, colors=ones, **kw)
+        out.rgb[..., 0].sum().backward()  # black background: a pixel is its weights' sum, a colour's gradient its weight's
         best = torch.maximum(best, ones.grad[..., 0].amax(0))
     return best
 

@@ -25,9 +25,9 @@ from avatar_nb.template import load_template
 
 def split_views(a, index, split: str, device) -> tuple:
     "Bodies (the avatar's fitted ones), viewmats and intrinsics of a split's images of the avatar's frames."
-    ents = [(f, c) for f, c in index.splits[split] if f in set(a.frames)]
-    fr = list(a.frames)
-    v = torch.from_numpy(np.stack([a.vertices[fr.index(f)] for f, _ in ents])).to(device)
+    row = {f: i for i, f in enumerate(a.frames)}
+    ents = [(f, c) for f, c in index.splits[split] if f in row]
+    v = torch.from_numpy(np.stack([a.vertices[row[f]] for f, _ in ents])).to(device)
     E = torch.as_tensor(np.stack([index.cameras[c].viewmat for _, c in ents]), dtype=torch.float32, device=device)
     K = torch.as_tensor(np.stack([index.cameras[c].K for _, c in ents]), dtype=torch.float32, device=device)
     cam = index.cameras[ents[0][1]]
