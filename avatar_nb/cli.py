@@ -30,7 +30,7 @@ from .template import GaussianTemplate
 from .localise import intrinsics, look_at, place_template
 from .gaussians import Gaussians
 from .files import atomic_write
-from .fit import avatar_table, export_avatar_frame
+from .fit_cli import avatar_table, export_avatar_frame
 
 # %% ../nbs/90_cli.ipynb #626ca3a6
 def template_splats(t: GaussianTemplate) -> Gaussians:
@@ -113,7 +113,8 @@ def demo_evaluate(cfg, ckpt: str | Path) -> tuple:
 def demo_fit(cfg, ckpt: str | Path, index) -> tuple:
     "The person's avatar: the model's fused decode refined by `fit_avatar` (`cfg.fit`), saved as <out>/avatar.npz and scored alone into <out>/eval_avatar; returns (avatar, results)."
     from avatar_nb.avatar import save_avatar
-    from avatar_nb.fit import evaluate_avatar_file, fit_avatar, fused_start
+    from avatar_nb.fit import fit_avatar, fused_start
+    from avatar_nb.fit_cli import evaluate_avatar_file
     out = Path(cfg.out)
     print(f"fitting the person's avatar: {cfg.fit.steps} steps of {cfg.fit.batch} crops of {cfg.fit.size} px", flush=True)
     template, start, how = fused_start(ckpt, index, cfg.fit, cfg.device)
@@ -298,7 +299,7 @@ def _one_source(args):
 def eval_command(args) -> None:
     _one_source(args)
     if args.avatar:
-        from avatar_nb.fit import run_avatar_eval
+        from avatar_nb.fit_cli import run_avatar_eval
         return run_avatar_eval(args)
     run = checkpoint_run(args, ("eval.", "device", "dataset.root"), **{"dataset.root": args.data, "device": args.device})
     run_eval(*run, args.out or Path(args.checkpoint).resolve().parent.parent / "eval")
@@ -317,7 +318,7 @@ def add_export(sub) -> None:
 def export_command(args) -> None:
     _one_source(args)
     if args.avatar:
-        from avatar_nb.fit import run_avatar_export
+        from avatar_nb.fit_cli import run_avatar_export
         return run_avatar_export(args)
     run_export(*checkpoint_run(args, ("dataset.root",), **{"dataset.root": args.data}), args.out, args.frame, args.walk)
 
@@ -342,7 +343,7 @@ def fit_command(args) -> None:
     if args.identities is not None:
         from avatar_nb.fit_many import fit_many
         return fit_many(args)
-    from avatar_nb.fit import run_fit
+    from avatar_nb.fit_cli import run_fit
     run_fit(args)
 
 # %% ../nbs/90_cli.ipynb #0a352eff

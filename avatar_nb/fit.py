@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['POSE_KEYS', 'AnnyRig', 'bake_anny', 'save_rig', 'load_rig', 'GaussianResiduals', 'FitError', 'BodyCorrection',
            'FitConfig', 'image_colours', 'bodies_exact', 'body_correction', 'Fit', 'lr_factor', 'fit_avatar',
-           'evaluate_avatar', 'refit_bodies', 'body_error_cm', 'fused_decode', 'fused_start', 'run_fit',
-           'evaluate_avatar_file', 'run_avatar_eval', 'avatar_table', 'run_avatar_export', 'export_avatar_frame']
+           'evaluate_avatar', 'refit_bodies', 'body_error_cm', 'fused_decode', 'fused_start']
 
 # %% ../nbs/18a_fit.ipynb #448c5ab8
 import math
@@ -563,103 +562,3 @@ def fused_start(checkpoint: str | Path, # a trained model (`avatar_nb train`'s c
         g = fused_decode(model, v["image"].to(device), cv.to(device), v["K"].to(device), best=best_views)
     start = DecodedGaussians(*(getattr(g, k).float().cpu() for k in ("rotation", "scale", "opacity", "sh", "offset")))
     return template, start, "fused decode" + (f" ({best_views} best views per Gaussian)" if best_views else " (all views)")
-
-# %% ../nbs/18a_fit.ipynb #52c925b1
-def run_fit(args) -> Avatar:
-    "`avatar_nb fit`: a person's avatar file from a dataset, starting from a trained model's fused decode or the template."
-    from avatar_nb.avatar import save_avatar
-    from avatar_nb.cli import command_config
-    from avatar_nb.config import TemplateConfig, BodyConfig
-    from avatar_nb.data import load_dataset_index
-    from avatar_nb.template import build_template
-    index, dev = load_dataset_index(args.data), _device(args.device)
-    cfg = command_config(FitConfig(), args)  # --config FILE and key=value, FitConfig's keys
-    body = load_rig(args.rig) if args.rig else None
-    if body is None and index.body_model != "anny" and cfg.body in ("auto", "params") and index.params:
-        from avatar_nb.body import load_body_model
-        body = load_body_model(BodyConfig(model=index.body_model, model_path=args.body_model_path))
-    start, prov = None, {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
-    if args.checkpoint:
-        template, start, prov["start"] = fused_start(args.checkpoint, index, cfg, dev, args.best_views)
-    elif args.template:
-        from avatar_nb.template import load_template
-        template = load_template(args.template, expect_body_model=index.body_model)
-        if template.body_model != index.body_model:
-            raise FitError(f"--template {args.template} is for {template.body_model!r}, the dataset {args.data} for {index.body_model!r}")
-        if index.body_model == "anny" and body is None and cfg.body in ("auto", "params") and index.params: body = AnnyBody()
-        prov["start"] = f"template {Path(args.template).name}"
-    else:
-        if index.body_model == "anny" and body is None: body = AnnyBody()
-        tb = body if not isinstance(body, AnnyRig) else None
-        if tb is None:  # a template needs the body model's rest mesh
-            from avatar_nb.body import load_body_model
-            tb = load_body_model(BodyConfig(model=index.body_model, model_path=args.body_model_path))
-        template = build_template(TemplateConfig(k=args.k, sh_degree=args.sh_degree, mode="generate"), tb)
-        prov["start"] = "template"
-    out = Path(args.out)
-    a = fit_avatar(index, template, cfg, start=start, state_path=out.with_name(out.name + ".fit-state.pt"), body=body,
-                   device=dev, provenance=prov)
-    save_avatar(a, out)
-    print(f"avatar_nb fit -> {out.resolve()}: {a.num_gaussians} Gaussians, {len(a.frames)} frames, "
-          f"bodies moved {a.provenance['mean_body_change_cm']:.2f} cm on average, {a.provenance['seconds']} s")
-    return a
-
-# %% ../nbs/18a_fit.ipynb #52ab350a
-def evaluate_avatar_file(a: Avatar, index: DatasetIndex, refit_steps: int = 0, body=None, device: str = "cpu",
-                         limit: int | None = None) -> dict:
-    "test_view on the avatar's corrected bodies; test_pose on stored bodies, and (labelled) with only the bodies refitted."
-    res = {}
-    bodies = {f: torch.from_numpy(a.vertices[i]) for i, f in enumerate(a.frames)}
-    if "test_view" in index.splits:
-        missing = sorted({f for f, _ in index.splits["test_view"]} - set(bodies))
-        if missing: raise FitError(f"test_view frames {missing[:3]} are not among the avatar's fitted frames")
-        res["test_view (corrected bodies)"] = evaluate_avatar(a, index, "test_view", bodies, device=device, limit=limit)
-    if "test_pose" in index.splits:
-        res["test_pose (stored bodies)"] = evaluate_avatar(a, index, "test_pose", device=device, limit=limit)
-        if refit_steps:
-            r = refit_bodies(a, index, "test_pose", replace(FitConfig(), steps=refit_steps, progress=False), body, device)
-            rb = {f: torch.from_numpy(r.vertices[i]) for i, f in enumerate(r.frames)}
-            res["test_pose (bodies refitted, avatar frozen)"] = evaluate_avatar(a, index, "test_pose", rb, device=device, limit=limit)
-    return res
-
-def run_avatar_eval(args) -> dict:
-    "`avatar_nb eval --avatar`: the avatar alone on the held-out splits; metrics.json and a table."
-    import json as _json
-    from avatar_nb.avatar import load_avatar_file
-    from avatar_nb.data import load_dataset_index
-    data = args.data or load_avatar_file(args.avatar).provenance.get("dataset")
-    if not data: raise ValueError("eval --avatar needs --data (the avatar does not name its dataset)")
-    index = load_dataset_index(data)
-    a = load_avatar_file(args.avatar, expect_body_model=index.body_model)
-    res = evaluate_avatar_file(a, index, args.refit_steps, load_rig(args.rig) if args.rig else None, _device(args.device))
-    out = Path(args.out) if args.out else Path(args.avatar).resolve().parent / "eval_avatar"
-    out.mkdir(parents=True, exist_ok=True)
-    text = _json.dumps({k: {kk: vv for kk, vv in v.items()} for k, v in res.items()}, indent=1)
-    with atomic_write(out / "metrics.json", "w") as f: f.write(text)
-    print(f"avatar_nb eval --avatar -> {out.resolve()}")
-    print(avatar_table(res))
-    return res
-
-def avatar_table(res: dict) -> str:
-    "`evaluate_avatar_file`'s scores as a Markdown table."
-    return "| split (bodies) | images | PSNR | PSNR box |\n| --- | ---: | ---: | ---: |\n" + "\n".join(
-        f"| {k} | {v['images']} | {v['psnr']:.2f} | {v['psnr_crop']:.2f} |" for k, v in res.items())
-
-def run_avatar_export(args) -> Path:
-    "`avatar_nb export --avatar --frame F`: the avatar on a fitted frame's (corrected) body, as a 3DGS PLY."
-    from avatar_nb.avatar import load_avatar_file
-    a = load_avatar_file(args.avatar)
-    if not args.frame: raise ValueError(f"export --avatar needs --frame (one of the avatar's frames: {', '.join(a.frames[:5].tolist())} ...)")
-    path = export_avatar_frame(a, args.frame, args.out)
-    print(f"avatar_nb export --avatar -> {path}")
-    return path
-
-def export_avatar_frame(a: Avatar, frame: str, path: str | Path,
-                        index: DatasetIndex | None = None, # for a frame the avatar was not fitted on: its stored body
-                       ) -> Path:
-    "The avatar on a frame's body (its corrected body where fitted, else the dataset's), written as a 3DGS PLY."
-    from avatar_nb.ply import save_ply
-    if index is not None and str(frame) not in set(a.frames.tolist()):
-        v = torch.from_numpy(np.asarray(index.vertices[index.row(frame)], np.float32))
-    else: v = a.body(frame)
-    return save_ply(path, place_gaussians(Localiser(a.template), a.gaussians, v[None])[0])

@@ -10,7 +10,8 @@ import argparse, time
 
 from avatar_nb.config import load_config
 from avatar_nb.data import load_dataset_index
-from avatar_nb.fit import FitConfig, evaluate_avatar_file, fit_avatar, fused_start
+from avatar_nb.fit import FitConfig, fit_avatar, fused_start
+from avatar_nb.fit_cli import evaluate_avatar_file
 
 
 def main():
