@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'template_gaussians',
            'place_gaussians', 'avatar_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer', 'record_graph',
-           'contribution']
+           'contribution', 'blend_weights']
 
 # %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
@@ -302,11 +302,20 @@ def contribution(a: Avatar, vertices: Tensor, # [B, V, 3] posed bodies, world fr
                 ) -> Tensor:  # [N] pixels
     "How much each Gaussian paints: its blend weight summed over an image's pixels, the largest over the images."
     loc, best = Localiser(a.template).to(vertices.device), torch.zeros(a.num_gaussians, device=vertices.device)
+    g = avatar_gaussians(a, vertices.device)
     for i in range(0, vertices.shape[0], chunk):
-        v = vertices[i:i + chunk].float()
-        ones = torch.ones(v.shape[0], a.num_gaussians, 3, device=v.device, requires_grad=True)
-        out = render_avatar(a, v, viewmat[i:i + chunk], K[i:i + chunk], width, height, localiser=loc, colors=ones, **kw)
-        out.rgb[..., 0].sum().backward()  # black background: a pixel is its weights' sum, a colour's gradient its weight's
-        best = torch.maximum(best, ones.grad[..., 0].amax(0))
+        with torch.no_grad(): placed = place_gaussians(loc, g, transform_points(viewmat[i:i + chunk].to(vertices), vertices[i:i + chunk].float()))
+        best = torch.maximum(best, blend_weights(placed, K[i:i + chunk].to(vertices), width, height, **kw).amax(0))
     return best
+
+def blend_weights(g: Gaussians, # [B, N, ...] each item in its camera's frame
+                  K: Tensor, # [B, 3, 3] intrinsics, pixels
+                  width: int, height: int, **kw, # more `render` arguments (backend, ...)
+                 ) -> Tensor:  # [B, N] pixels
+    "Each Gaussian's blend weight summed over its image's pixels (1: one pixel fully painted)."
+    with torch.enable_grad():
+        ones = torch.ones(*g.opacities.shape, 3, device=g.means.device, requires_grad=True)
+        out = g.detach().render(K, width, height, colors=ones, **kw)  # black background: a pixel is its weights' sum
+        (w,) = torch.autograd.grad(out.rgb[..., 0].sum(), ones)  # so a colour's gradient is its Gaussian's weight
+    return w[..., 0]
 

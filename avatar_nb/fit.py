@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import __version__
-from .avatar import Avatar, place_gaussians, render_avatar, template_gaussians
+from .avatar import Avatar, blend_weights, place_gaussians, render_avatar, template_gaussians
 from .body import AnnyBody, axis_angle_to_matrix
 from .data import DatasetIndex
 from .decoder import DecodedGaussians
@@ -213,18 +213,24 @@ class FitConfig:
     body: Literal["auto", "params", "rigid", "off"] = "auto"  # body correction: params where stored, else rigid; off where the dataset declares its bodies exact
     lr_body: float = 0.002  # of the body corrections (radians, metres)
     turn_prior: float = 0.0  # weight of the joints' mean squared angle correction, per rad^2
-    body_start: float = 0.2  # share of the steps before the body correction starts (the Gaussians first)
+    body_start: float = 0.0  # share of the steps before the body correction starts (0: bodies and Gaussians together from the first step)
     body_prior: float = 0.0  # weight of the corrected bodies' mean squared displacement from the stored ones, per cm^2 (0: free; see "The body correction's prior and rates")
     cameras: bool = False  # per-camera extrinsic correction (real captures)
     lr_camera: float = 0.0005
     camera_prior: float = 1.0  # weight of the squared camera correction (radians^2, metres^2 x 100)
-    residual_reg: float = 0.0  # keeps the Gaussians near their start (rotation, log-scale, offset residuals)
+    residual_reg: float = 0.0  # keeps the Gaussians' shapes near their start (rotation, log-scale, offset residuals): for a strong prior (see "Measured")
     sh_rest_reg: float = 1000.0  # holds view-dependent colour (SH degree >= 1) at its start: a few training cameras cannot teach it
+    keep: float = 1.0  # share of the Gaussians kept: at prune_at of the steps the others, those painting least, are switched off (1: all kept)
+    prune_at: float = 0.5  # share of the steps before that pruning (the rest refits the kept Gaussians)
     loss: LossConfig = field(default_factory=lambda: LossConfig(lpips="never"))  # the project's losses
     backend: Literal["auto", "gsplat", "torch"] = "auto"
     checkpoint_every: int = 100  # steps between resumable states
     seed: int = 0
     progress: bool = True  # progress bar
+
+    def __post_init__(self):
+        if not 0 < self.keep <= 1: raise ValueError(f"fit.keep must be a share in (0, 1], got {self.keep!r}")
+        if not 0 <= self.prune_at < 1: raise ValueError(f"fit.prune_at must be a share in [0, 1), got {self.prune_at!r}")
 
 # %% ../nbs/18a_fit.ipynb #d28b310b
 def _views(index: DatasetIndex, split: str, identity: int | None, size: int):
@@ -318,16 +324,38 @@ class Fit(nn.Module):
         self.gauss = GaussianResiduals(start)
         self.body = body
         self.cam_rot, self.cam_t = nn.Parameter(torch.zeros(n_cams, 3)), nn.Parameter(torch.zeros(n_cams, 3))
+        self.register_buffer("alive", torch.ones(1, self.gauss.logit.shape[1]))  # 0: pruned, never shows
 
-    def render(self, v: dict, sel: Tensor, bg: Tensor, size: int, backend: str, g: DecodedGaussians | None = None):
-        "Render the selected training views: placed Gaussians, render output, corrected bodies."
-        g = self.gauss() if g is None else g
+    def gaussians(self) -> DecodedGaussians:  # [1, N, ...]
+        "The Gaussians as they stand: start, residuals, pruned ones at opacity 0."
+        g = self.gauss()
+        return replace(g, opacity=g.opacity * self.alive)
+
+    def place(self, v: dict, sel: Tensor, g: DecodedGaussians):
+        "The Gaussians on the selected training views' corrected bodies, in their corrected cameras' frames."
         rows = v["row"][sel]
         verts = self.body(rows) if self.body is not None else v["stored"][rows]
         E = _rigid4(self.cam_rot, self.cam_t)[v["cam"][sel]] @ v["viewmat"][sel]
-        placed = place_gaussians(self.localiser, g, transform_points(E, verts))
+        return place_gaussians(self.localiser, g, transform_points(E, verts)), verts
+
+    def render(self, v: dict, sel: Tensor, bg: Tensor, size: int, backend: str, g: DecodedGaussians | None = None):
+        "Render the selected training views: placed Gaussians, render output, corrected bodies."
+        g = self.gaussians() if g is None else g
+        placed, verts = self.place(v, sel, g)
         out = placed.render(v["K"][sel], size, size, background=bg.expand(len(sel), 3)[:, None], backend=backend)
         return g, placed, out, verts
+
+    def prune(self, v: dict, keep: float, size: int, backend: str, chunk: int = 4) -> int:
+        "Switch off all but the `keep` share of the Gaussians, those painting most in any training view; how many stay."
+        with torch.no_grad(): g = self.gaussians()
+        best = torch.zeros_like(self.alive[0])
+        for i in range(0, len(v["row"]), chunk):
+            sel = torch.arange(i, min(i + chunk, len(v["row"])), device=best.device)
+            with torch.no_grad(): placed, _ = self.place(v, sel, g)
+            best = torch.maximum(best, blend_weights(placed, v["K"][sel], size, size, backend=backend).amax(0))
+        n = max(1, round(keep * best.numel()))
+        self.alive.zero_()[0, best.topk(n).indices] = 1.0
+        return n
 
 # %% ../nbs/18a_fit.ipynb #5c540334
 def _loss(fit: Fit, cfg: FitConfig, loss_fn: AvatarLoss, v: dict, sel: Tensor, bg: Tensor, body_on: bool):
@@ -385,7 +413,7 @@ def _fitted_avatar(fit: Fit, v: dict, index: DatasetIndex, template: GaussianTem
     "The avatar file's contents at the end of a fit: final Gaussians, corrected bodies and parameters, provenance."
     corr, rows = fit.body, info["rows"]
     with torch.no_grad():
-        gfin = fit.gauss()
+        gfin = fit.gaussians()
         verts = corr(torch.arange(len(rows), device=v["stored"].device)) if corr is not None else v["stored"]
     params = {}
     if corr is not None and corr.kind == "params":
@@ -396,6 +424,7 @@ def _fitted_avatar(fit: Fit, v: dict, index: DatasetIndex, template: GaussianTem
     prov = {"dataset": str(index.root), "identity": info["identity"], "split": cfg.split, "images": len(info["entries"]),
             "cameras": info["cameras"], "fit": asdict(cfg), "steps": cfg.steps, "final_loss": history[-1] if history else None,
             "body_correction": None if corr is None else corr.kind, "mean_body_change_cm": round(moved, 4),
+            "gaussians_kept": int(fit.alive.sum()),
             "camera_correction": {"rotation_deg": torch.rad2deg(fit.cam_rot.detach().norm(dim=-1)).cpu().tolist(),
                                   "translation_m": fit.cam_t.detach().norm(dim=-1).cpu().tolist()} if cfg.cameras else None,
             "resumed_from_step": resumed_from, "seconds": round(seconds, 1), "device": str(v["stored"].device),
@@ -435,6 +464,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     if stop < cfg.steps and state_path is None: raise FitError("max_steps needs a state_path to resume from")
     n = len(info["entries"])
     body_from = int(cfg.body_start * cfg.steps)
+    prune_step = int(cfg.prune_at * cfg.steps) if cfg.keep < 1 else -1
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -442,6 +472,7 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
     every = max(1, cfg.steps // 10)  # progress lines where the output is a log, not a terminal
     history = []
     while step < stop:
+        if step == prune_step: fit.prune(v, cfg.keep, cfg.size, cfg.backend)
         gs = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         sel = torch.randperm(n, generator=gs)[:cfg.batch].to(dev)
         bg = torch.rand(3, generator=gs).to(dev)
@@ -500,7 +531,7 @@ def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
 def refit_bodies(a: Avatar, index: DatasetIndex, split: str, # held-out frames to fit the bodies of
                  cfg: FitConfig | None = None, body=None, device: str = "cpu") -> Avatar:
     "The avatar frozen, only the bodies of a split's frames fitted to their images (test_pose, reported separately)."
-    cfg = replace(cfg or FitConfig(), split=split, identity=a.provenance.get("identity"), lr=0.0, lr_sh=0.0, body_start=0.0,
+    cfg = replace(cfg or FitConfig(), split=split, identity=a.provenance.get("identity"), lr=0.0, lr_sh=0.0, body_start=0.0, keep=1.0,
                   body="params" if a.body_model in POSE_KEYS and a.params else "auto", cameras=False)
     return fit_avatar(index, a.template, cfg, start=a.gaussians, body=body, device=device,
                       provenance={"refit_of": a.provenance.get("dataset"), "frozen_avatar": True})

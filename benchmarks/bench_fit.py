@@ -2,12 +2,14 @@
 
     python benchmarks/bench_fit.py --data DIR --datasets s0_exact s0_deg1 s0_deg3 --truth s0_exact --rig rig_s0.pt \
         --template template.npz [--steps 1000] [--size 256] [--device cuda] [--json out.json]
-    python benchmarks/bench_fit.py ... --checkpoint runs/prior/checkpoints/last.ckpt [key=value ...]
+    python benchmarks/bench_fit.py ... --checkpoint runs/prior/checkpoints/last.ckpt [key=value ...] [--rows "keep=0.5" ...]
+    python benchmarks/bench_fit.py --fps DATASET avatar1.npz avatar2.npz   # frames/s of saved avatars, in one process
 
 Each dataset is fitted from the template alone (no trained model), or with --checkpoint from that trained model's
 fused decode of the person's training images: refinement with the stored bodies, then refinement with body
-correction. Trailing key=value pairs set other `FitConfig` keys (e.g. lr_body=0.002 body_prior=0). test_view is scored on the bodies the fit used (corrected where corrected), test_pose on the
-stored bodies and, labelled apart, after fitting only the held-out bodies with the avatar frozen. Body errors are
+correction. Trailing key=value pairs set other `FitConfig` keys (e.g. lr_body=0.002 body_prior=0); each of --rows
+is a fit with its own keys over those. test_view is scored on the bodies the fit used (corrected where corrected)
+and, as a diagnosis, on the true bodies; test_pose on the stored bodies and, labelled apart, after fitting only the held-out bodies with the avatar frozen. Body errors are
 mean vertex distances to the true bodies (the exact dataset of the same seed), in cm.
 """
 import argparse, json, time
@@ -47,11 +49,12 @@ def render_fps(a, device, index=None, size=512, reps=200, prune=(0.0, 0.05)) -> 
     E = look_at(torch.tensor([0.0, 1.3, 3.3]), torch.tensor([0.0, 1.0, 0.0])).to(device)[None]
     K, bg = intrinsics(size, size, 40.0).to(device)[None], torch.ones(3, device=device)
     player = AvatarPlayer(a, device)
+    ms = lambda fn: time_ms(fn, device, reps, warmup=10)[0]
     res = {"kept": player.kept, "gaussians": player.total}
     with torch.no_grad():
-        res["render_avatar_fps"] = 1000 / time_ms(lambda: render_avatar(a, v, E, K, size, size, bg, loc, check=False), device, reps, warmup=10)[0]
-        res["player_fps"] = 1000 / time_ms(lambda: player.render(v, E, K, size, size, bg), device, reps, warmup=10)[0]
-        res["colour_fps"] = 1000 / time_ms(lambda: player.render(v, E, K, size, size, bg, depth=False), device, reps, warmup=10)[0]
+        res["render_avatar_fps"] = 1000 / ms(lambda: render_avatar(a, v, E, K, size, size, bg, loc, check=False))
+        res["player_fps"] = 1000 / ms(lambda: player.render(v, E, K, size, size, bg))
+        res["colour_fps"] = 1000 / ms(lambda: player.render(v, E, K, size, size, bg, depth=False))
         res["colour_max_diff"] = float((player.render(v, E, K, size, size, bg, depth=False).rgb
                                         - player.render(v, E, K, size, size, bg).rgb).abs().max())
     if index is None or "test_view" not in index.splits: return res
@@ -63,10 +66,20 @@ def render_fps(a, device, index=None, size=512, reps=200, prune=(0.0, 0.05)) -> 
             p = AvatarPlayer(a, device, keep=w > tau)
             psnr = min(float(10 * torch.log10(1 / ((p.render(tv[i:i + 1], tE[i:i + 1], tK[i:i + 1], W, H, bg, depth=False).rgb
                                                      - ref[i]) ** 2).mean().clamp_min(1e-12))) for i in range(len(tv)))
-            fps = 1000 / time_ms(lambda: p.render(v, E, K, size, size, bg, depth=False), device, reps, warmup=10)[0]
+            fps = 1000 / ms(lambda: p.render(v, E, K, size, size, bg, depth=False))
             res.setdefault("pruned", []).append({"contribution_above_px": tau, "kept": p.kept, "colour_fps": fps,
                                                  "test_view_psnr_vs_unpruned_min": psnr})
     return res
+
+
+def print_fps(name: str, f: dict):
+    print(f"{name}, 1 frame per call at 512 x 512 ({f['kept']:,} of {f['gaussians']:,} Gaussians can show): "
+          f"render_avatar {f['render_avatar_fps']:.0f} frames/s; AvatarPlayer {f['player_fps']:.0f} with depth, "
+          f"{f['colour_fps']:.0f} colour only (against the depth path max {f['colour_max_diff']:.1e})", flush=True)
+    for r in f.get("pruned", []):
+        print(f"  keeping contribution > {r['contribution_above_px']} px: {r['kept']:,} Gaussians, "
+              f"{r['colour_fps']:.0f} frames/s colour only, test_view PSNR against unpruned >= "
+              f"{r['test_view_psnr_vs_unpruned_min']:.1f} dB", flush=True)
 
 
 def main(argv=None):
@@ -76,71 +89,92 @@ def main(argv=None):
     ap.add_argument("--truth", required=True); ap.add_argument("--rig", required=True)
     ap.add_argument("--template", default=None, help="start from this template (no trained model)")
     ap.add_argument("--checkpoint", default=None, help="start from this trained model's fused decode instead")
-    ap.add_argument("overrides", nargs="*", help="FitConfig key=value")
+    ap.add_argument("overrides", nargs="*", help="FitConfig key=value, for every row")
+    ap.add_argument("--rows", nargs="+", default=[""], help="one quoted string of FitConfig key=value overrides per row "
+                    "(over the trailing ones); start_bodies=NAME (diagnostic) decodes the start on dataset NAME's bodies")
     ap.add_argument("--steps", type=int, default=1000); ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--refit-steps", type=int, default=200); ap.add_argument("--device", default="cuda")
     ap.add_argument("--modes", nargs="+", default=["off", "params"]); ap.add_argument("--json", default=None)
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new fits after this many seconds")
     ap.add_argument("--no-fps", action="store_true", help="skip the frames/s measurement of the first fitted avatar")
-    ap.add_argument("--save", default=None, help="folder to write each fitted avatar to (NAME_MODE.npz)")
+    ap.add_argument("--save", default=None, help="folder to write each fitted avatar to (NAME_MODE[_ROW].npz)")
     args = ap.parse_args(argv)
     if bool(args.template) == bool(args.checkpoint): ap.error("give one of --template or --checkpoint")
+    conv = lambda over: {k: v if k == "body" else type(getattr(FitConfig(), k))(v) for k, v in over.items()}
     over = dict(o.split("=", 1) for o in args.overrides)
-    over = {k: v if k == "body" else type(getattr(FitConfig(), k))(v) for k, v in over.items()}
     t_start = time.perf_counter()
     root = Path(args.data)
     rig = load_rig(root / args.rig)
     template = load_template(root / args.template) if args.template else None
     ti = load_dataset_index(root / args.truth)
     truth = {f: ti.vertices[ti.row(f)] for f in ti.frames}
-    rows, fps = [], None
-    print("| stored bodies | start error cm | fit | corrected error cm | train box | test_view box | test_pose box (stored) | test_pose box (bodies refitted) | fit s |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    rows, fps, starts = [], None, {}
+    print("| stored bodies | settings | start error cm | fit | corrected error cm | train box | test_view box | "
+          "test_view box (true bodies) | test_pose box (stored) | test_pose box (bodies refitted) | Gaussians kept | fit s |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     for spec in args.datasets:  # NAME or NAME:mode,mode (modes of that dataset only)
         name, _, ms = spec.partition(":")
         index = load_dataset_index(root / name)
         for mode in (ms.split(",") if ms else args.modes):
-            if time.perf_counter() - t_start > args.budget_s: print(f"(budget reached: {name} {mode} not run)"); continue
-            cfg = replace(FitConfig(steps=args.steps, size=args.size, body=mode, progress=False, backend="auto"), **over)
-            start, t_start_s = None, time.perf_counter()
-            if args.checkpoint:
-                template, start, _ = fused_start(args.checkpoint, index, cfg, args.device)
-            a = fit_avatar(index, template, cfg, start=start, body=rig, device=args.device)
-            a.provenance["seconds"] = round(time.perf_counter() - t_start_s, 1)  # the fused decode included
-            if args.save: save_avatar(a, Path(args.save) / f"{name}_{mode}.npz")
-            used = {f: torch.from_numpy(a.vertices[i]) for i, f in enumerate(a.frames)}
-            tv = evaluate_avatar(a, index, "test_view", used, device=args.device)
-            tr = evaluate_avatar(a, index, "train", used, device=args.device)  # how closely the fitted views are matched
-            tp = evaluate_avatar(a, index, "test_pose", device=args.device)
-            tpr = None
-            if mode != "off" and args.refit_steps:
-                r = refit_bodies(a, index, "test_pose", replace(cfg, steps=args.refit_steps), rig, args.device)
-                tpr = evaluate_avatar(a, index, "test_pose", {f: torch.from_numpy(r.vertices[i]) for i, f in enumerate(r.frames)},
-                                      device=args.device)
-            err0 = float(np.mean([np.linalg.norm(index.vertices[index.row(f)] - truth[f], axis=-1).mean() for f in a.frames])) * 100
-            err1 = body_error_cm(a, truth)  # both over the fitted (training) frames
-            rec = {"dataset": name, "mode": mode, "start_error_cm": err0, "corrected_error_cm": err1,
-                   "test_view_box": tv["psnr_crop"], "test_view_full": tv["psnr"], "train_box": tr["psnr_crop"], "test_pose_box": tp["psnr_crop"],
-                   "test_pose_refit_box": tpr["psnr_crop"] if tpr else None, "fit_s": a.provenance["seconds"],
-                   "gaussians": a.num_gaussians}
-            rows.append(rec)
-            fit_name = "refinement" if mode == "off" else "refinement + body correction"
-            refit = "n/a" if tpr is None else f"{tpr['psnr_crop']:.2f}"
-            print(f"| {name} | {err0:.2f} | {fit_name} | {err1:.2f} | {tr['psnr_crop']:.2f} | {tv['psnr_crop']:.2f} | {tp['psnr_crop']:.2f} | "
-                  f"{refit} | {a.provenance['seconds']:.0f} |", flush=True)
-            if fps is None and args.device != "cpu" and not args.no_fps:
-                fps = render_fps(a, args.device, index)
-                print(f"fitted avatar, 1 frame per call at 512 x 512: render_avatar {fps['render_avatar_fps']:.0f} frames/s, "
-                      f"AvatarPlayer {fps['player_fps']:.0f} frames/s with depth, {fps['colour_fps']:.0f} colour only "
-                      f"({fps['kept']:,} of {fps['gaussians']:,} Gaussians can show; colour path vs depth path max "
-                      f"{fps['colour_max_diff']:.1e})", flush=True)
-                for r in fps.get("pruned", []):
-                    print(f"  keeping contribution > {r['contribution_above_px']} px: {r['kept']:,} Gaussians, "
-                          f"{r['colour_fps']:.0f} frames/s colour only, test_view PSNR against unpruned >= "
-                          f"{r['test_view_psnr_vs_unpruned_min']:.1f} dB", flush=True)
-            if args.json: Path(args.json).write_text(json.dumps({"rows": rows, "fps_512": fps, "args": vars(args)}, indent=1))
+            for n_row, row in enumerate(args.rows):
+                if time.perf_counter() - t_start > args.budget_s: print(f"(budget reached: {name} {mode} {row} not run)"); continue
+                rover = over | dict(o.split("=", 1) for o in row.split())
+                start_on = rover.pop("start_bodies", name)
+                cfg = replace(FitConfig(steps=args.steps, size=args.size, body=mode, progress=False, backend="auto"), **conv(rover))
+                start, t_start_s = None, time.perf_counter()
+                if args.checkpoint:  # one fused decode per dataset and start bodies, reused by every row
+                    if start_on not in starts:
+                        sidx = index if start_on == name else replace(index, vertices=load_dataset_index(root / start_on).vertices)
+                        starts[start_on] = fused_start(args.checkpoint, sidx, cfg, args.device)
+                    template, start, _ = starts[start_on]
+                a = fit_avatar(index, template, cfg, start=start, body=rig, device=args.device)
+                a.provenance["seconds"] = round(time.perf_counter() - t_start_s, 1)  # the fused decode included where made
+                if args.save: save_avatar(a, Path(args.save) / f"{name}_{mode}{f'_{n_row}' if len(args.rows) > 1 else ''}.npz")
+                used = {f: torch.from_numpy(a.vertices[i]) for i, f in enumerate(a.frames)}
+                tv = evaluate_avatar(a, index, "test_view", used, device=args.device)
+                tvt = evaluate_avatar(a, index, "test_view", {f: torch.from_numpy(truth[f]) for f in a.frames}, device=args.device)
+                tr = evaluate_avatar(a, index, "train", used, device=args.device)  # how closely the fitted views are matched
+                tp = evaluate_avatar(a, index, "test_pose", device=args.device)
+                tpr = None
+                if mode != "off" and args.refit_steps:
+                    r = refit_bodies(a, index, "test_pose", replace(cfg, steps=args.refit_steps), rig, args.device)
+                    tpr = evaluate_avatar(a, index, "test_pose", {f: torch.from_numpy(r.vertices[i]) for i, f in enumerate(r.frames)},
+                                          device=args.device)
+                err0 = float(np.mean([np.linalg.norm(index.vertices[index.row(f)] - truth[f], axis=-1).mean() for f in a.frames])) * 100
+                err1 = body_error_cm(a, truth)  # both over the fitted (training) frames
+                kept = int((a.gaussians.opacity >= 1 / 255).sum())
+                rec = {"dataset": name, "mode": mode, "row": row, "start_error_cm": err0, "corrected_error_cm": err1,
+                       "test_view_box": tv["psnr_crop"], "test_view_true_bodies_box": tvt["psnr_crop"], "test_view_full": tv["psnr"],
+                       "train_box": tr["psnr_crop"], "test_pose_box": tp["psnr_crop"],
+                       "test_pose_refit_box": tpr["psnr_crop"] if tpr else None, "fit_s": a.provenance["seconds"],
+                       "gaussians": a.num_gaussians, "gaussians_kept": kept}
+                rows.append(rec)
+                fit_name = "refinement" if mode == "off" else "refinement + body correction"
+                refit = "n/a" if tpr is None else f"{tpr['psnr_crop']:.2f}"
+                print(f"| {name} | {row or 'defaults'} | {err0:.2f} | {fit_name} | {err1:.2f} | {tr['psnr_crop']:.2f} | "
+                      f"{tv['psnr_crop']:.2f} | {tvt['psnr_crop']:.2f} | {tp['psnr_crop']:.2f} | {refit} | {kept:,} | "
+                      f"{a.provenance['seconds']:.0f} |", flush=True)
+                if fps is None and args.device != "cpu" and not args.no_fps:
+                    fps = render_fps(a, args.device, index)
+                    print_fps("fitted avatar", fps)
+                if args.json: Path(args.json).write_text(json.dumps({"rows": rows, "fps_512": fps, "args": vars(args)}, indent=1))
     return rows
 
 
+def fps_main(argv=None):
+    "Frames/s of saved avatars, one after another in one process (ratios comparable): --fps DATA AVATAR.npz ..."
+    from avatar_nb.avatar import load_avatar_file
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fps", required=True, help="the dataset folder whose views the pruning is scored on")
+    ap.add_argument("avatars", nargs="+"); ap.add_argument("--device", default="cuda"); ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    index, out = load_dataset_index(args.fps), {}
+    for p in args.avatars:
+        out[p] = render_fps(load_avatar_file(p), args.device, index)
+        print_fps(Path(p).name, out[p])
+        if args.json: Path(args.json).write_text(json.dumps(out, indent=1))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    fps_main() if "--fps" in sys.argv else main()

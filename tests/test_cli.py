@@ -72,6 +72,7 @@ def test_shipped_configs():
     gpu = load_run_config(ROOT / "configs" / "nlfgs_base.yaml",
                           [f"body.model_path={ROOT}", f"dataset.root={ROOT}", f"model.encoder.nlf_checkpoint={ROOT}/README.md"])
     assert (gpu.trainer.precision, gpu.template.k, gpu.data.size, gpu.model.encoder.kind) == ("bf16-mixed", 4, 512, "nlf")
+    assert (gpu.fit.size, gpu.fit.residual_reg, load_run_config().fit.residual_reg) == (512, 100.0, 0.0)  # held near a GPU prior only
 
 
 def test_bad_input_exits_2_with_the_key(tmp_path):
