@@ -16,9 +16,9 @@ from .avatar import Avatar, place_gaussians
 from .body import AnnyBody
 from .data import DatasetIndex
 from .files import atomic_write
-from .fit import (AnnyRig, FitConfig, FitError, _device, evaluate_avatar, fit_avatar, fused_start, load_rig,
-                           refit_bodies)
+from .fit import FitConfig, FitError, _device, evaluate_avatar, fit_avatar, fused_start, refit_bodies
 from .localise import Localiser
+from .rig import AnnyRig, load_rig
 
 # %% ../nbs/18b_fit_cli.ipynb #52c925b1
 def run_fit(args) -> Avatar:

@@ -52,7 +52,7 @@ class RenderOutput:
     "Images of a batch of cameras."
     rgb: Tensor  # [..., C, H, W, 3] colour, background composited
     alpha: Tensor  # [..., C, H, W, 1] accumulated opacity
-    depth: Tensor  # [..., C, H, W, 1] expected camera z, metres (0 where alpha is 0)
+    depth: Tensor | None  # [..., C, H, W, 1] expected camera z, metres (0 where alpha is 0); None from colour-only paths
 
 # %% ../nbs/05_rasterize.ipynb #29f38ad9
 ALPHA_THRESHOLD = 1.0 / 255.0

@@ -21,7 +21,8 @@ import torch
 
 from avatar_nb.avatar import save_avatar
 from avatar_nb.data import load_dataset_index
-from avatar_nb.fit import FitConfig, fit_avatar, evaluate_avatar, refit_bodies, load_rig, body_error_cm, fused_start
+from avatar_nb.fit import FitConfig, fit_avatar, evaluate_avatar, refit_bodies, body_error_cm, fused_start
+from avatar_nb.rig import load_rig
 from avatar_nb.template import load_template
 
 
