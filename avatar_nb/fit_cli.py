@@ -29,7 +29,13 @@ def run_fit(args) -> Avatar:
     from avatar_nb.data import load_dataset_index
     from avatar_nb.template import build_template
     index, dev = load_dataset_index(args.data), _device(args.device)
-    cfg = command_config(FitConfig(), args)  # --config FILE and key=value, FitConfig's keys
+    base = FitConfig()
+    if args.checkpoint:  # the fit settings of the run that trained the model (its config's `fit:` section)
+        from avatar_nb.train import stored_config
+        base = stored_config(args.checkpoint).fit
+        print(f"fit settings: those of the run that wrote {args.checkpoint} (steps={base.steps}, size={base.size}, "
+              f"residual_reg={base.residual_reg}, keep={base.keep}), then --config and key=value", flush=True)
+    cfg = command_config(base, args)  # --config FILE and key=value, FitConfig's keys
     body = load_rig(args.rig) if args.rig else None
     if body is None and index.body_model != "anny" and cfg.body in ("auto", "params") and index.params:
         from avatar_nb.body import load_body_model

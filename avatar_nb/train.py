@@ -7,7 +7,7 @@ __all__ = ['LIGHTNING_NOISE', 'TrainingError', 'lr_lambda', 'backgrounds', 'all_
            'make_optimizer', 'update_step', 'AvatarModule', 'LastCheckpoint', 'sample_grid', 'SampleImages',
            'TimeBudget', 'DropMessages', 'quiet_lightning', 'StepProgressBar', 'ProgressLines', 'progress_callbacks',
            'run_template', 'resume_path', 'make_trainer', 'training_device', 'train', 'AvatarDDP', 'available_device',
-           'load_avatar']
+           'stored_config', 'load_avatar']
 
 # %% ../nbs/18_train.ipynb #05673dc4
 import logging
@@ -535,14 +535,20 @@ def available_device(device: str, # the device asked for (a run's stored `device
         return "cpu"
     return str(device)
 
+def stored_config(path: str | Path, # a checkpoint written by `train`
+                  ckpt: dict | None = None, # the checkpoint already read from `path`; None: read it
+                 ) -> RunConfig:
+    "The config of the run that wrote a checkpoint."
+    s = (ckpt or read_checkpoint(path))["avatar_nb"]
+    try: return load_config(schema=RunConfig, text=s["config"])
+    except ConfigError as e: raise CheckpointError(f"{path}: its stored config is invalid ({e})") from None
+
 def load_avatar(path: str | Path, # a checkpoint written by `train`
                 device: str | torch.device = "cpu",
                ) -> tuple[AvatarModel, RunConfig]:
     "The trained model (eval mode) and the config of its run, from one checkpoint file."
     ckpt = read_checkpoint(path)
-    s = ckpt["avatar_nb"]
-    try: cfg = load_config(schema=RunConfig, text=s["config"])
-    except ConfigError as e: raise CheckpointError(f"{path}: its stored config is invalid ({e})") from None
+    s, cfg = ckpt["avatar_nb"], stored_config(path, ckpt)
     model = AvatarModel(template_from_state(s["template"], str(path)), cfg.model)
     sd = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try: model.load_state_dict(sd)

@@ -100,3 +100,21 @@ def test_vertex_sigma_weights_the_body_prior(tiny):
         np.savez(root / "bodies.npz", **z, vertex_sigma=bad)
         with pytest.raises(DatasetError, match=msg.replace("[", r"\[").replace("]", r"\]")):
             load_dataset_index(root)
+
+
+def test_fit_starts_from_the_settings_of_its_checkpoints_run(tiny, capsys, tmp_path):
+    import torch
+    from avatar_nb.config import config_to_yaml, load_config
+    from avatar_nb.run import RunConfig
+    from avatar_nb.train import stored_config
+    d, model, ds = tiny
+    run = load_config(schema=RunConfig, overrides=["fit.residual_reg=100", "fit.size=48"])
+    ck = tmp_path / "weights_missing.ckpt"
+    torch.save({"avatar_nb": {"config": config_to_yaml(run)}, "state_dict": {}}, ck)
+    fit = stored_config(ck).fit
+    assert (fit.residual_reg, fit.size, fit.steps) == (100.0, 48, run.fit.steps)
+    assert main(["fit", "--data", str(ds), "--out", str(tmp_path / "a.npz"), "--checkpoint", str(ck), "--device", "cpu",
+                 "steps=2"]) == 2  # the file holds no model
+    out = capsys.readouterr()
+    assert f"those of the run that wrote {ck} (steps={run.fit.steps}, size=48, residual_reg=100.0" in out.out
+    assert not (tmp_path / "a.npz").exists()
