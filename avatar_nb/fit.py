@@ -34,10 +34,6 @@ from .render import RenderError
 from .rig import AnnyRig, bake_anny
 from .template import GaussianTemplate, SH_C0
 
-# %% ../nbs/18a_fit.ipynb #feb63cff
-def _atomic_save(obj, path: Path):
-    with atomic_write(path, "wb") as f: torch.save(obj, f)
-
 # %% ../nbs/18a_fit.ipynb #f7f752f6
 def _aa_quat(v: Tensor) -> Tensor:  # [..., 3] radians -> [..., 4] unit wxyz, smooth at 0
     theta = (v * v).sum(-1, keepdim=True).add(1e-20).sqrt()
@@ -422,7 +418,8 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
         elif cfg.progress and (step % every == 0 or step == stop):
             print(f"fit step {step}/{cfg.steps}  loss {history[-1]:.4f}  elapsed {time.perf_counter() - t0:.0f} s", flush=True)
         if state_path is not None and (step % cfg.checkpoint_every == 0 or step == stop) and step < cfg.steps:
-            _atomic_save({"key": key, "fit": fit.state_dict(), "opt": opt.state_dict(), "step": step}, state_path)
+            with atomic_write(state_path, "wb") as f:
+                torch.save({"key": key, "fit": fit.state_dict(), "opt": opt.state_dict(), "step": step}, f)
     if bar is not None: bar.close()
     if step < cfg.steps: return None
     a = _fitted_avatar(fit, v, index, template, cfg, info, history, time.perf_counter() - t0, resumed_from, provenance)
@@ -509,12 +506,14 @@ def fused_start(checkpoint: str | Path, # a trained model (`avatar_nb train`'s c
                 index: DatasetIndex, cfg: FitConfig, # the person's dataset; its split and identity
                 device: str | torch.device = "cpu",
                 best_views: int | None = None, # the N best views per Gaussian; None: all
+                ckpt: dict | None = None, # the checkpoint already read (`run.read_checkpoint`); None: read it
                ) -> tuple:  # (template, start Gaussians on the CPU, how the start was made)
     "A trained model's fused decode of one person: the fit's start."
     from avatar_nb.train import load_avatar
     from avatar_nb.run import read_checkpoint, template_from_state
-    model, rcfg = load_avatar(checkpoint, device)
-    template = template_from_state(read_checkpoint(checkpoint)["avatar_nb"]["template"], str(checkpoint))
+    ckpt = ckpt or read_checkpoint(checkpoint)  # read once: the model and the template both come from it
+    model, rcfg = load_avatar(checkpoint, device, ckpt)
+    template = template_from_state(ckpt["avatar_nb"]["template"], str(checkpoint))
     _, _, v, _ = _views(index, cfg.split, cfg.identity, rcfg.data.size)
     cv = transform_points(v["viewmat"], torch.from_numpy(index.vertices[v["row"].numpy()]))
     with torch.no_grad():

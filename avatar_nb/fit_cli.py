@@ -29,10 +29,12 @@ def run_fit(args) -> Avatar:
     from avatar_nb.data import load_dataset_index
     from avatar_nb.template import build_template
     index, dev = load_dataset_index(args.data), _device(args.device)
-    base = FitConfig()
+    base, ckpt = FitConfig(), None
     if args.checkpoint:  # the fit settings of the run that trained the model (its config's `fit:` section)
+        from avatar_nb.run import read_checkpoint
         from avatar_nb.train import stored_config
-        base = stored_config(args.checkpoint).fit
+        ckpt = read_checkpoint(args.checkpoint)  # once: the settings, the model and the template
+        base = stored_config(args.checkpoint, ckpt).fit
         print(f"fit settings: those of the run that wrote {args.checkpoint} (steps={base.steps}, size={base.size}, "
               f"residual_reg={base.residual_reg}, keep={base.keep}), then --config and key=value", flush=True)
     cfg = command_config(base, args)  # --config FILE and key=value, FitConfig's keys
@@ -42,7 +44,7 @@ def run_fit(args) -> Avatar:
         body = load_body_model(BodyConfig(model=index.body_model, model_path=args.body_model_path))
     start, prov = None, {"checkpoint": str(args.checkpoint) if args.checkpoint else None}
     if args.checkpoint:
-        template, start, prov["start"] = fused_start(args.checkpoint, index, cfg, dev, args.best_views)
+        template, start, prov["start"] = fused_start(args.checkpoint, index, cfg, dev, args.best_views, ckpt)
     elif args.template:
         from avatar_nb.template import load_template
         template = load_template(args.template, expect_body_model=index.body_model)

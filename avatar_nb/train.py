@@ -418,9 +418,10 @@ def stored_config(path: str | Path, # a checkpoint written by `train`
 
 def load_avatar(path: str | Path, # a checkpoint written by `train`
                 device: str | torch.device = "cpu",
+                ckpt: dict | None = None, # the checkpoint already read from `path`; None: read it
                ) -> tuple[AvatarModel, RunConfig]:
     "The trained model (eval mode) and the config of its run, from one checkpoint file."
-    ckpt = read_checkpoint(path)
+    ckpt = ckpt or read_checkpoint(path)
     s, cfg = ckpt["avatar_nb"], stored_config(path, ckpt)
     model = AvatarModel(template_from_state(s["template"], str(path)), cfg.model)
     sd = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
