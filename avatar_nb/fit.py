@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import __version__
-from .avatar import Avatar, blend_weights, place_gaussians, render_avatar, template_gaussians
+from .avatar import (Avatar, avatar_light, blend_weights, lit_gaussians, neutral_light, place_gaussians, render_avatar,
+                              template_gaussians)
 from .body import AnnyBody, axis_angle_to_matrix
 from .data import DatasetIndex
 from .decoder import DecodedGaussians
@@ -144,6 +145,8 @@ class FitConfig:
     camera_prior: float = 1.0  # weight of the squared camera correction (radians^2, metres^2 x 100)
     residual_reg: float = 0.0  # keeps the Gaussians' shapes near their start (rotation, log-scale, offset residuals): for a strong prior (see "Measured")
     sh_rest_reg: float = 1000.0  # holds view-dependent colour (SH degree >= 1) at its start: a few training cameras cannot teach it
+    shading: bool = False  # learn the capture's light (world frame), which shades the Gaussians anew on every body (see "Measured")
+    lr_light: float = 0.01  # of the light's SH coefficients
     keep: float = 1.0  # share of the Gaussians kept: at prune_at of the steps the others, those painting least, are switched off (1: all kept)
     prune_at: float = 0.5  # share of the steps before that pruning (the rest refits the kept Gaussians)
     loss: LossConfig = field(default_factory=lambda: LossConfig(lpips="never"))  # the project's losses
@@ -242,11 +245,14 @@ def _rigid4(aa: Tensor, t: Tensor) -> Tensor:  # [C, 3], [C, 3] -> [C, 4, 4]
 class Fit(nn.Module):
     "Everything a fit optimises: Gaussian residuals, body corrections and camera corrections."
 
-    def __init__(self, template: GaussianTemplate, start: DecodedGaussians, body: BodyCorrection | None, n_cams: int):
+    def __init__(self, template: GaussianTemplate, start: DecodedGaussians, body: BodyCorrection | None, n_cams: int,
+                 light: Tensor | None = None, # [9, 3] the capture's light, world frame (its start); None: unlit
+                ):
         super().__init__()
         self.localiser = Localiser(template)
         self.gauss = GaussianResiduals(start)
         self.body = body
+        self.light = None if light is None else nn.Parameter(light.clone().float())
         self.cam_rot, self.cam_t = nn.Parameter(torch.zeros(n_cams, 3)), nn.Parameter(torch.zeros(n_cams, 3))
         self.register_buffer("alive", torch.ones(1, self.gauss.logit.shape[1]))  # 0: pruned, never shows
 
@@ -260,6 +266,7 @@ class Fit(nn.Module):
         rows = v["row"][sel]
         verts = self.body(rows) if self.body is not None else v["stored"][rows]
         E = _rigid4(self.cam_rot, self.cam_t)[v["cam"][sel]] @ v["viewmat"][sel]
+        g = lit_gaussians(g, self.light, self.localiser, verts)  # shaded in the world frame, where the light is
         return place_gaussians(self.localiser, g, transform_points(E, verts)), verts
 
     def render(self, v: dict, sel: Tensor, bg: Tensor, size: int, backend: str, g: DecodedGaussians | None = None):
@@ -303,7 +310,8 @@ def _loss(fit: Fit, cfg: FitConfig, loss_fn: AvatarLoss, v: dict, sel: Tensor, b
     return total, terms, rgb, target
 
 # %% ../nbs/18a_fit.ipynb #05b3a7c8
-def _fit_setup(index: DatasetIndex, template: GaussianTemplate, cfg: FitConfig, start: DecodedGaussians | None, body):
+def _fit_setup(index: DatasetIndex, template: GaussianTemplate, cfg: FitConfig, start: DecodedGaussians | None, body,
+               light: Tensor | None = None):
     "What a fit works on: the person's crops in memory, their stored bodies, the body correction, the start; as a `Fit`."
     ident, ents, v, cams = _views(index, cfg.split, cfg.identity, cfg.size)
     rows = sorted(set(v["row"].tolist()))
@@ -316,7 +324,8 @@ def _fit_setup(index: DatasetIndex, template: GaussianTemplate, cfg: FitConfig, 
         start = template_gaussians(template)
         col = image_colours(template, v["image"], transform_points(v["viewmat"], v["stored"][v["row"]]), v["K"])
         start.sh[0, :, 0] = (col - 0.5) / SH_C0
-    return Fit(template, start, corr, len(cams)), v, {"identity": ident, "entries": ents, "cameras": cams, "rows": rows}
+    light = (neutral_light() if light is None else light) if cfg.shading else None  # neutral: the start renders as decoded
+    return Fit(template, start, corr, len(cams), light), v, {"identity": ident, "entries": ents, "cameras": cams, "rows": rows}
 
 def _optimiser(fit: Fit, cfg: FitConfig) -> torch.optim.Adam:
     "One Adam, a group per kind: geometry residuals, colour residuals, then the bodies (group 2) and the cameras."
@@ -324,6 +333,7 @@ def _optimiser(fit: Fit, cfg: FitConfig) -> torch.optim.Adam:
               {"params": [fit.gauss.sh], "lr": cfg.lr_sh}]
     if fit.body is not None: groups.append({"params": list(fit.body.parameters()), "lr": cfg.lr_body})
     if cfg.cameras: groups.append({"params": [fit.cam_rot, fit.cam_t], "lr": cfg.lr_camera})
+    if fit.light is not None: groups.append({"params": [fit.light], "lr": cfg.lr_light})
     for g in groups: g["base_lr"] = g["lr"]  # the schedule scales each group from its own rate
     return torch.optim.Adam(groups)
 
@@ -355,7 +365,8 @@ def _fitted_avatar(fit: Fit, v: dict, index: DatasetIndex, template: GaussianTem
             "avatar_nb": __version__} | (provenance or {})
     g = DecodedGaussians(*(x.detach().cpu() for x in (gfin.rotation, gfin.scale, gfin.opacity, gfin.sh, gfin.offset)))
     return Avatar(template=template, gaussians=g, body_model=index.body_model, shape=shape,
-                  frames=index.frames[rows].astype(str), params=params, vertices=verts.detach().cpu().numpy(), provenance=prov)
+                  frames=index.frames[rows].astype(str), params=params, vertices=verts.detach().cpu().numpy(), provenance=prov,
+                  light=None if fit.light is None else fit.light.detach().cpu().numpy())
 
 # %% ../nbs/18a_fit.ipynb #b27f42be
 def fit_avatar(index: DatasetIndex, # the person's dataset
@@ -367,11 +378,12 @@ def fit_avatar(index: DatasetIndex, # the person's dataset
                device: str | torch.device = "cpu",
                provenance: dict | None = None, # recorded in the avatar
                max_steps: int | None = None, # stop after this many steps in this call, saving the state to resume; None: to the end
+               light: Tensor | None = None, # [9, 3] the light to start from (world frame) when cfg.shading; None: neutral
               ) -> Avatar | None:  # None when stopped by max_steps (the state holds the progress)
     "Refine one person's Gaussians (free residuals on every attribute) and correct their bodies, from all their images."
     cfg = cfg or FitConfig()
     t0 = time.perf_counter()
-    fit, v, info = _fit_setup(index, template, cfg, start, body)
+    fit, v, info = _fit_setup(index, template, cfg, start, body, light)
     dev = torch.device(device)
     fit.to(dev); v = {k: t.to(dev) for k, t in v.items()}
     opt = _optimiser(fit, cfg)
@@ -456,9 +468,10 @@ def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
 def refit_bodies(a: Avatar, index: DatasetIndex, split: str, # held-out frames to fit the bodies of
                  cfg: FitConfig | None = None, body=None, device: str = "cpu") -> Avatar:
     "The avatar frozen, only the bodies of a split's frames fitted to their images (test_pose, reported separately)."
-    cfg = replace(cfg or FitConfig(), split=split, identity=a.provenance.get("identity"), lr=0.0, lr_sh=0.0, body_start=0.0, keep=1.0,
+    cfg = replace(cfg or FitConfig(), split=split, identity=a.provenance.get("identity"), lr=0.0, lr_sh=0.0, lr_light=0.0, body_start=0.0, keep=1.0,
                   body="params" if a.body_model in POSE_KEYS and a.params else "auto", cameras=False)
-    return fit_avatar(index, a.template, cfg, start=a.gaussians, body=body, device=device,
+    return fit_avatar(index, a.template, replace(cfg, shading=a.light is not None), start=a.gaussians, body=body, device=device,
+                      light=avatar_light(a, "cpu"),
                       provenance={"refit_of": a.provenance.get("dataset"), "frozen_avatar": True})
 
 def body_error_cm(a: Avatar, truth: dict) -> float:  # mean vertex distance, cm

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .avatar import Avatar, place_gaussians
+from .avatar import Avatar, posed_avatar
 from .body import AnnyBody
 from .data import DatasetIndex
 from .files import atomic_write
 from .fit import FitConfig, FitError, _device, evaluate_avatar, fit_avatar, fused_start, refit_bodies
-from .localise import Localiser
 from .rig import AnnyRig, load_rig
 
 # %% ../nbs/18b_fit_cli.ipynb #52c925b1
@@ -126,4 +125,4 @@ def export_avatar_frame(a: Avatar, frame: str, path: str | Path,
     if index is not None and str(frame) not in set(a.frames.tolist()):
         v = torch.from_numpy(np.asarray(index.vertices[index.row(frame)], np.float32))
     else: v = a.body(frame)
-    return save_ply(path, place_gaussians(Localiser(a.template), a.gaussians, v[None])[0])
+    return save_ply(path, posed_avatar(a, v[None])[0])  # lit by the avatar's light where it has one
