@@ -113,6 +113,8 @@ def main(argv=None):
     ap.add_argument("--no-fps", action="store_true", help="skip the frames/s measurement of the first fitted avatar")
     ap.add_argument("--save", default=None, help="folder to write each fitted avatar to (NAME_MODE[_ROW].npz)")
     args = ap.parse_args(argv)
+    settings = [d for d in args.datasets if "=" in d]  # key=value words after --datasets are settings, not datasets
+    args.datasets, args.overrides = [d for d in args.datasets if "=" not in d], args.overrides + settings
     if bool(args.template) == bool(args.checkpoint): ap.error("give one of --template or --checkpoint")
     over = dict(o.split("=", 1) for o in args.overrides)
     t_start = time.perf_counter()
