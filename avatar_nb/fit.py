@@ -353,6 +353,7 @@ def _fitted_avatar(fit: Fit, v: dict, index: DatasetIndex, template: GaussianTem
     if corr is not None and corr.kind == "params":
         params = {k: (x + (corr.pose[k].detach().cpu() if k in corr.pose else 0)) for k, x in corr.fixed.items()}
         params["transl"] = params["transl"] + corr.transl.detach().cpu()
+        params = {k: x.detach().cpu().numpy() for k, x in params.items()}  # the avatar holds numpy, as a loaded one does
     shape = {k: index.params[k][rows[0]] for k in ("phenotype", "betas") if k in index.params}
     moved = float((verts - v["stored"]).norm(dim=-1).mean()) * 100
     prov = {"dataset": str(index.root), "identity": info["identity"], "split": cfg.split, "images": len(info["entries"]),
