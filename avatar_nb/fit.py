@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import __version__
-from .avatar import (Avatar, avatar_light, blend_weights, lit_gaussians, neutral_light, place_gaussians, render_avatar,
-                              template_gaussians)
+from .avatar import Avatar, avatar_light, blend_weights, lit_gaussians, neutral_light, place_gaussians
+from .avatar import render_avatar, template_gaussians
 from .body import AnnyBody, axis_angle_to_matrix
 from .data import DatasetIndex
 from .decoder import DecodedGaussians
@@ -469,10 +469,10 @@ def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
 def refit_bodies(a: Avatar, index: DatasetIndex, split: str, # held-out frames to fit the bodies of
                  cfg: FitConfig | None = None, body=None, device: str = "cpu") -> Avatar:
     "The avatar frozen, only the bodies of a split's frames fitted to their images (test_pose, reported separately)."
-    cfg = replace(cfg or FitConfig(), split=split, identity=a.provenance.get("identity"), lr=0.0, lr_sh=0.0, lr_light=0.0, body_start=0.0, keep=1.0,
-                  body="params" if a.body_model in POSE_KEYS and a.params else "auto", cameras=False)
-    return fit_avatar(index, a.template, replace(cfg, shading=a.light is not None), start=a.gaussians, body=body, device=device,
-                      light=avatar_light(a, "cpu"),
+    cfg = replace(cfg or FitConfig(), split=split, identity=a.provenance.get("identity"), lr=0.0, lr_sh=0.0, lr_light=0.0,
+                  body_start=0.0, keep=1.0, body="params" if a.body_model in POSE_KEYS and a.params else "auto", cameras=False,
+                  shading=a.light is not None)  # the avatar's own light, frozen with it
+    return fit_avatar(index, a.template, cfg, start=a.gaussians, body=body, device=device, light=avatar_light(a, "cpu"),
                       provenance={"refit_of": a.provenance.get("dataset"), "frozen_avatar": True})
 
 def body_error_cm(a: Avatar, truth: dict) -> float:  # mean vertex distance, cm

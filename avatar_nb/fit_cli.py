@@ -35,7 +35,7 @@ def run_fit(args) -> Avatar:
         ckpt = read_checkpoint(args.checkpoint)  # once: the settings, the model and the template
         base = stored_config(args.checkpoint, ckpt).fit
         print(f"fit settings: those of the run that wrote {args.checkpoint} (steps={base.steps}, size={base.size}, "
-              f"residual_reg={base.residual_reg}, keep={base.keep}), then --config and key=value", flush=True)
+              f"residual_reg={base.residual_reg}, shading={base.shading}, keep={base.keep}), then --config and key=value", flush=True)
     cfg = command_config(base, args)  # --config FILE and key=value, FitConfig's keys
     body = load_rig(args.rig) if args.rig else None
     if body is None and index.body_model != "anny" and cfg.body in ("auto", "params") and index.params:

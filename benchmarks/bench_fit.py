@@ -22,6 +22,7 @@ import torch
 from avatar_nb.avatar import save_avatar
 from avatar_nb.config import load_config
 from avatar_nb.data import load_dataset_index
+from avatar_nb.rasterize import ALPHA_THRESHOLD
 from avatar_nb.fit import FitConfig, fit_avatar, evaluate_avatar, refit_bodies, body_error_cm, fused_start
 from avatar_nb.rig import load_rig
 from avatar_nb.template import load_template
@@ -77,10 +78,11 @@ def render_fps(a, device, index=None, size=512, reps=200, prune=(0.0, 0.05)) -> 
 def _against(outs: list, refs: list) -> tuple[float, float]:
     "The smallest PSNR of renders against reference renders over the views: whole image, and the reference person's box."
     from avatar_nb.evaluate import person_bbox
-    p = lambda x, y: float(10 * torch.log10(1 / ((x - y) ** 2).mean().clamp_min(1e-12)))
+    from avatar_nb.losses import psnr
+    p = lambda x, y: float(psnr(x.permute(2, 0, 1)[None], y.permute(2, 0, 1)[None])[0])  # [H, W, 3] each; inf when equal
     full, box = [], []
     for o, r in zip(outs, refs):
-        full.append(p(o.rgb, r.rgb))
+        full.append(p(o.rgb[0, 0], r.rgb[0, 0]))
         x0, y0, x1, y1 = person_bbox(r.alpha[0, 0, ..., 0] > 0.5) or (0, 0, r.rgb.shape[-2], r.rgb.shape[-3])
         box.append(p(o.rgb[0, 0, y0:y1, x0:x1], r.rgb[0, 0, y0:y1, x0:x1]))
     return min(full), min(box)
@@ -158,7 +160,7 @@ def main(argv=None):
                                           device=args.device)
                 err0 = float(np.mean([np.linalg.norm(index.vertices[index.row(f)] - truth[f], axis=-1).mean() for f in a.frames])) * 100
                 err1 = body_error_cm(a, truth)  # both over the fitted (training) frames
-                kept = int((a.gaussians.opacity >= 1 / 255).sum())
+                kept = int((a.gaussians.opacity >= ALPHA_THRESHOLD).sum())  # those that can show
                 rec = {"dataset": name, "mode": mode, "row": row, "start_error_cm": err0, "corrected_error_cm": err1,
                        "test_view_box": tv["psnr_crop"], "test_view_true_bodies_box": tvt["psnr_crop"], "test_view_full": tv["psnr"],
                        "train_box": tr["psnr_crop"], "test_pose_box": tp["psnr_crop"],
