@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['AVATAR_FORMAT', 'AvatarFileError', 'Avatar', 'check_avatar', 'save_avatar', 'load_avatar_file', 'neutral_light',
            'irradiance', 'gaussian_normals', 'shade_sh', 'lit_gaussians', 'avatar_light', 'template_gaussians',
-           'place_gaussians', 'avatar_gaussians', 'render_avatar', 'posed_avatar', 'AvatarPlayer', 'record_graph',
-           'contribution', 'blend_weights']
+           'place_gaussians', 'avatar_gaussians', 'render_avatar', 'posed_avatar', 'tiny_avatar']
 
 # %% ../nbs/16_avatar.ipynb #bb6336b4
 import json
@@ -20,13 +19,10 @@ from torch import Tensor
 
 from .decoder import DecodedGaussians
 from .files import atomic_write
-from .localise import Localiser, barycentric_place, pose_gaussians, transform_points
-from .gaussians import Gaussians
-from .rasterize import ALPHA_THRESHOLD, RenderOutput, sh_basis
-from .render import gsplat_front, gsplat_back
-from fastcore.basics import patch
+from .localise import Localiser, pose_gaussians, transform_points
+from .rasterize import sh_basis
 from .model import PlacedGaussians
-from .template import GaussianTemplate, SH_C0, check_template, _TENSORS as _TEMPLATE_TENSORS
+from .template import GaussianTemplate, SH_C0, check_template, make_template, tiny_mesh, _TENSORS as _TEMPLATE_TENSORS
 
 # %% ../nbs/16_avatar.ipynb #4dba832a
 AVATAR_FORMAT = 1
@@ -236,158 +232,13 @@ def posed_avatar(a: Avatar, vertices: Tensor, # [T, V, 3] posed bodies, world fr
     loc, g, light = Localiser(a.template).to(vertices.device), avatar_gaussians(a, vertices.device), avatar_light(a, vertices.device)
     with torch.no_grad(): return [place_gaussians(loc, lit_gaussians(g, light, loc, v[None].float()), v[None].float())[0] for v in vertices]
 
-# %% ../nbs/16_avatar.ipynb #853247b7
-class AvatarPlayer:
-    "An avatar ready to re-pose and render frame after frame: invisible Gaussians dropped, placement graphed on CUDA."
-
-    def __init__(self, a: Avatar, device: str | torch.device = "cpu",
-                 batch: int = 1, # bodies per call (fixed when graphed)
-                 graph: bool | None = None, # record the placement as a CUDA graph; None: on CUDA
-                 keep: Tensor | None = None, # [N] bool, Gaussians to keep (e.g. `contribution(...) > 0`); None: all that can show
-                ):
-        dev = torch.device(device)
-        loc = Localiser(a.template)
-        g = a.gaussians
-        show = g.opacity[0] >= ALPHA_THRESHOLD  # the others never show
-        if keep is not None:
-            if tuple(keep.shape) != tuple(show.shape):
-                raise ValueError(f"keep must have shape [{show.shape[0]}] (one flag per Gaussian of the avatar), got {list(keep.shape)}")
-            show = show & keep.to(show.device, torch.bool)
-        keep = show.nonzero()[:, 0]
-        self.kept, self.total = int(keep.numel()), a.num_gaussians
-        to = lambda x: x.to(dev)
-        self.faces, self.rest_area = to(loc.faces), to(loc.rest_area)
-        self.face_idx, self.bary, self.corners = to(loc.face_idx[keep]), to(loc.bary[keep]), to(loc.gauss_vid[keep])
-        self.light = avatar_light(a, dev)  # None: unlit
-        self.rotation, self.scale, self.opacity, self.sh = (to(getattr(g, k)[0, keep]) for k in ("rotation", "scale", "opacity", "sh"))
-        self.offset = to(g.offset[:, keep])
-        self.V, self.batch, self.device = a.template.rest_vertices.shape[0], batch, dev
-        self.graph = dev.type == "cuda" if graph is None else graph
-        self._g, self._fronts = None, {}  # the placement's graph; per image size, the colour path's
-        if self.graph: self._record()
-
-    def place(self, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
-              viewmat: Tensor | None = None, # [B, 4, 4] world-to-camera; None: the Gaussians stay in the world frame
-             ) -> Gaussians:  # [B, kept, ...]
-        "The kept Gaussians on the bodies, lit, in the cameras' frames (no graph)."
-        g, e = self._unlit(vertices, viewmat), self._irradiance(vertices)
-        return g if e is None else replace(g, sh=shade_sh(g.sh, e))
-
-    def _irradiance(self, vertices: Tensor) -> Tensor | None:  # [B, kept, 3] on world-frame bodies; None when unlit
-        if self.light is None: return None
-        return irradiance(self.light, gaussian_normals(vertices.float(), self.faces, self.corners, self.bary))
-
-    def _unlit(self, vertices: Tensor, viewmat: Tensor | None) -> Gaussians:  # [B, kept, ...] colours as stored
-        vertices = vertices.float() if viewmat is None else transform_points(viewmat.float(), vertices.float())
-        pl = barycentric_place(vertices, self.faces, self.face_idx, self.bary, self.rest_area)
-        return pose_gaussians(pl, self.face_idx, self.rotation, self.scale, self.opacity, self.sh,
-                              self.offset.expand(vertices.shape[0], -1))
-
-
-# %% ../nbs/16_avatar.ipynb #7c84bbeb
-def record_graph(fn, example: Tensor) -> tuple:  # (the graph, its input buffer, its output)
-    "Record `fn(x)` as a CUDA graph on a copy of `example`, warmed up outside the capture; to run it, copy new inputs into the buffer and replay."
-    x = example.detach().clone()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.no_grad(), torch.cuda.stream(s):
-        for _ in range(3): fn(x)  # allocator and kernels ready before the capture
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(g): out = fn(x)
-    return g, x, out
-
-@patch
-def _check(self: AvatarPlayer, vertices: Tensor):
-    if vertices.dim() != 3 or vertices.shape[1:] != (self.V, 3) or (self.graph and vertices.shape[0] != self.batch):
-        B = self.batch if self.graph else "B"
-        raise ValueError(f"vertices must have shape [{B}, {self.V}, 3] (posed bodies, metres), got {list(vertices.shape)}")
-
-@patch
-def _record(self: AvatarPlayer):  # the graph's input: bodies and world-to-camera matrices, flat
-    n = self.V * 3
-    x = torch.cat([torch.zeros(self.batch, n), torch.eye(4).reshape(1, 16).expand(self.batch, 16)], 1).to(self.device)
-    self._g, self.vin, self.out = record_graph(lambda x: self.place(x[:, :n].reshape(-1, self.V, 3), x[:, n:].reshape(-1, 4, 4)), x)
-
-@patch
-def __call__(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres (B = batch when graphed)
-             viewmat: Tensor | None = None, # [B, 4, 4] world-to-camera; None: the world frame
-            ) -> Gaussians:  # [B, kept, ...] in the cameras' frames (or the world's)
-    self._check(vertices)
-    if self._g is None:
-        with torch.no_grad(): return self.place(vertices.to(self.device), None if viewmat is None else viewmat.to(self.device))
-    B = vertices.shape[0]
-    E = torch.eye(4, device=self.device).expand(B, 4, 4) if viewmat is None else viewmat.to(self.device, torch.float32)
-    self.vin.copy_(torch.cat([vertices.to(self.vin).reshape(B, -1), E.reshape(B, 16)], 1))
-    self._g.replay()
-    return self.out
-
-@patch
-def render(self: AvatarPlayer, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
-           viewmat: Tensor, K: Tensor, # [B, 4, 4] world-to-camera, [B, 3, 3] intrinsics, pixels
-           width: int, height: int, background: Tensor | None = None, # [3] RGB
-           depth: bool = True, # expected depth too; False on CUDA: colour and alpha by the colour-only path (depth None)
-           **kw): # more `render` arguments (with depth)
-    "Re-pose and render: one image per body."
-    if not depth and self.device.type == "cuda": return self._render_colour(vertices, viewmat, K, width, height, background)
-    bg = None if background is None else background.to(self.device).expand(vertices.shape[0], 3)[:, None]
-    with torch.no_grad():
-        g = self(vertices.to(self.device, torch.float32), viewmat.to(self.device, torch.float32))
-        return g.render(K.to(self.device, torch.float32), width, height, background=bg, check=False, **kw)
-
-
-# %% ../nbs/16_avatar.ipynb #f271d55c
-@patch
-def _front(self: AvatarPlayer, x: Tensor, width: int, height: int): # x: [B, V*3 + 16 + 9] bodies, viewmats, intrinsics
-    B, n = x.shape[0], self.V * 3
-    v, E, K = x[:, :n].reshape(B, self.V, 3), x[:, n:n + 16].reshape(B, 4, 4), x[:, n + 16:].reshape(B, 3, 3)
-    g, e = self._unlit(v, E), self._irradiance(v)
-    front = gsplat_front(g.means, g.quats, g.scales, g.opacities, g.sh, K, width, height)
-    if e is None: return front
-    return (*front[:4], front[4] * e[:, None], front[5])  # lit: the colours times the light, as `shade_sh` makes them
-
-@patch
-def _render_colour(self: AvatarPlayer, vertices: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
-                   background: Tensor | None = None) -> RenderOutput:
-    self._check(vertices)
-    B = vertices.shape[0]
-    f32 = dict(device=self.device, dtype=torch.float32)
-    x = torch.cat([vertices.to(**f32).reshape(B, -1), viewmat.to(**f32).reshape(B, 16), K.to(**f32).reshape(B, 9)], 1)
-    key = (int(width), int(height))
-    with torch.no_grad():
-        if self.graph and key not in self._fronts: self._fronts[key] = record_graph(lambda t: self._front(t, *key), x)
-        if self.graph:
-            g, xin, front = self._fronts[key]
-            xin.copy_(x); g.replay()
-        else: front = self._front(x, *key)
-        bg = None if background is None else background.to(**f32).expand(B, 3)
-        rgb, alpha = gsplat_back(front, *key, bg)
-    return RenderOutput(rgb=rgb, alpha=alpha, depth=None)
-
-
-# %% ../nbs/16_avatar.ipynb #53a33c41
-def contribution(a: Avatar, vertices: Tensor, # [B, V, 3] posed bodies, world frame, metres
-                 viewmat: Tensor, K: Tensor, # [B, 4, 4] world-to-camera, [B, 3, 3] intrinsics: one camera per body
-                 width: int, height: int, # pixels
-                 chunk: int = 4, # images rendered at once
-                 **kw, # more `render` arguments (backend, tile_size, ...)
-                ) -> Tensor:  # [N] pixels
-    "How much each Gaussian paints: its blend weight summed over an image's pixels, the largest over the images."
-    loc, best = Localiser(a.template).to(vertices.device), torch.zeros(a.num_gaussians, device=vertices.device)
-    g = avatar_gaussians(a, vertices.device)
-    for i in range(0, vertices.shape[0], chunk):
-        with torch.no_grad(): placed = place_gaussians(loc, g, transform_points(viewmat[i:i + chunk].to(vertices), vertices[i:i + chunk].float()))
-        best = torch.maximum(best, blend_weights(placed, K[i:i + chunk].to(vertices), width, height, **kw).amax(0))
-    return best
-
-def blend_weights(g: Gaussians, # [B, N, ...] each item in its camera's frame
-                  K: Tensor, # [B, 3, 3] intrinsics, pixels
-                  width: int, height: int, **kw, # more `render` arguments (backend, ...)
-                 ) -> Tensor:  # [B, N] pixels
-    "Each Gaussian's blend weight summed over its image's pixels (1: one pixel fully painted)."
-    with torch.enable_grad():
-        ones = torch.ones(*g.opacities.shape, 3, device=g.means.device, requires_grad=True)
-        out = g.detach().render(K, width, height, colors=ones, **kw)  # black background: a pixel is its weights' sum
-        (w,) = torch.autograd.grad(out.rgb[..., 0].sum(), ones)  # so a colour's gradient is its Gaussian's weight
-    return w[..., 0]
-
+# %% ../nbs/16_avatar.ipynb #4acfe482
+def tiny_avatar(seed: int = 0, # of the random base colours
+                frames: int = 2, # rest bodies, frame ids 000000, 000001, ...
+               ) -> Avatar:
+    "A small avatar on the tiny test mesh (`template.tiny_mesh`, k = 4, SH degree 1): for examples and tests."
+    t = make_template(*tiny_mesh(), k=4, sh_degree=1, body_model="test")
+    g = template_gaussians(t)
+    g.sh[0, :, 0] = (torch.rand(t.num_gaussians, 3, generator=torch.Generator().manual_seed(seed)) - 0.5) / SH_C0
+    return Avatar(template=t, gaussians=g, body_model="test", shape={}, frames=np.array([f"{i:06d}" for i in range(frames)]),
+                  params={}, vertices=np.stack([t.rest_vertices.numpy()] * frames), provenance={"made_by": "avatar.tiny_avatar"})

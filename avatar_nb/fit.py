@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import __version__
-from .avatar import Avatar, avatar_light, blend_weights, lit_gaussians, neutral_light, place_gaussians
-from .avatar import render_avatar, template_gaussians
+from .avatar import Avatar, avatar_light, lit_gaussians, neutral_light, place_gaussians, render_avatar, template_gaussians
+from .player import blend_weights
 from .body import AnnyBody, axis_angle_to_matrix
 from .data import DatasetIndex
 from .decoder import DecodedGaussians

@@ -30,7 +30,7 @@ from .decoder import DecoderConfig, DecodedGaussians
 from .render import _gsplat
 from .losses import AvatarLoss, LossConfig
 from .evaluate import time_ms  # the one timer
-from .avatar import record_graph
+from .player import record_graph
 
 # %% ../nbs/20_speed.ipynb #c3caeeb8
 class Reposer:

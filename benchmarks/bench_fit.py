@@ -44,7 +44,8 @@ def render_fps(a, device, index=None, size=512, reps=200, prune=(0.0, 0.05)) -> 
     `render_avatar`, `AvatarPlayer` with depth, its colour-only path, and that path keeping only the Gaussians whose
     `contribution` to the training views is above each `prune` value (pixels), with the held-out views' PSNR against
     the unpruned colour path (whole image and the person's box)."""
-    from avatar_nb.avatar import AvatarPlayer, render_avatar, contribution
+    from avatar_nb.avatar import render_avatar
+    from avatar_nb.player import AvatarPlayer, contribution
     from avatar_nb.evaluate import time_ms
     from avatar_nb.localise import Localiser, intrinsics, look_at
     loc = Localiser(a.template).to(device)
