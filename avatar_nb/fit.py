@@ -444,6 +444,7 @@ def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
                     bodies: dict | None = None, # frame id -> [V, 3] world body; None: the dataset's stored bodies
                     background: tuple = (1.0, 1.0, 1.0), box_margin: float = 0.05, device: str = "cpu",
                     limit: int | None = None, # score at most this many images (evenly spaced); None: all
+                    render=None, # (vertices [1, V, 3], viewmat [1, 4, 4], K [1, 3, 3], width, height, background) -> RenderOutput; None: `render_avatar`
                    ) -> dict:  # psnr (full image), psnr_crop (the person's box), images, per-image records
     "PSNR of the avatar alone on a split's images of its person, full image and the person's box."
     from avatar_nb.evaluate import person_bbox
@@ -456,9 +457,9 @@ def evaluate_avatar(a: Avatar, index: DatasetIndex, split: str,
         cam = index.cameras[c]
         px = torch.from_numpy(np.array(ds.pixels((f, c)))).to(device).permute(2, 0, 1).float() / 255
         v = bodies[f] if bodies is not None else torch.from_numpy(np.asarray(index.vertices[index.row(f)]))
-        with torch.no_grad():
-            out = render_avatar(a, v.float().to(device)[None], torch.tensor(cam.viewmat, dtype=torch.float32)[None],
-                                torch.tensor(cam.K, dtype=torch.float32)[None], cam.width, cam.height, bg, loc)
+        args = (v.float().to(device)[None], torch.tensor(cam.viewmat, dtype=torch.float32)[None],
+                torch.tensor(cam.K, dtype=torch.float32)[None], cam.width, cam.height, bg)
+        with torch.no_grad(): out = render_avatar(a, *args, loc) if render is None else render(*args)
         pred, gt = out.rgb[0, 0].permute(2, 0, 1).clamp(0, 1), composite(px[:3], px[3:], bg)
         x0, y0, x1, y1 = person_bbox(px[3] > 0.5, box_margin) or (0, 0, cam.width, cam.height)
         recs.append({"frame": f, "camera": c, "psnr": float(psnr(pred[None], gt[None])[0]),

@@ -91,7 +91,8 @@ def _project(means, quats, scales, opacities, viewmats, Ks, width, height, near,
                  & (means2d[..., 1] + ry > 0) & (means2d[..., 1] - ry < height))
     return means2d, conics, z, opacities, torch.stack([rx, ry], -1), valid
 
-def _composite(means2d, conics, depths, opacities, colors, radii, valid, width, height, tile, max_elems):
+def _composite(means2d, conics, depths, opacities, colors, radii, valid, width, height, tile, max_elems,
+               t_eps: float = T_EPS):  # 0: every splat blended (plain compositing, as `blend.chunked_back` does)
     # depths: [I, N] sort keys (no gradient)
     "Front-to-back compositing of [I, N] projected Gaussians into [I, H, W, D] colour and [I, H, W] alpha."
     I, N, D = colors.shape
@@ -153,7 +154,7 @@ def _composite(means2d, conics, depths, opacities, colors, radii, valid, width, 
             alpha = torch.where(use, alpha, torch.zeros_like(alpha))
             trans = torch.cumprod(1.0 - alpha, -1)  # T after each splat
             t_before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], -1)
-            w = alpha * t_before * (trans > T_EPS).to(dt)  # a pixel stops before the splat taking T <= 1e-4
+            w = alpha * t_before * (trans > t_eps).to(dt)  # a pixel stops before the splat taking T <= t_eps
             out_c = out_c.index_add(0, tiles, torch.einsum("tpl,tlc->tpc", w, colors[ii, gi]))
             out_a = out_a.index_add(0, tiles, w.sum(-1))
     # tiles -> images
