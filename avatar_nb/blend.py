@@ -21,6 +21,29 @@ BLEND_SOURCE = r"""
 #include <vector>
 
 namespace {
+// The chunks before and up to each tile (an inclusive scan of ceil(list length / P)), in one block.
+__global__ void chunk_ends_kernel(const int* __restrict__ offsets, int n_slots, int n_isects, int P,
+                                  int* __restrict__ chunk_end) {
+    __shared__ int sums[1024];
+    const int t = threadIdx.x, per = (n_slots + blockDim.x - 1) / blockDim.x;
+    const int s0 = min(n_slots, t * per), s1 = min(n_slots, s0 + per);
+    int run = 0;
+    for (int s = s0; s < s1; ++s) {
+        run += ((s + 1 < n_slots ? offsets[s + 1] : n_isects) - offsets[s] + P - 1) / P;
+        chunk_end[s] = run;
+    }
+    sums[t] = run;
+    __syncthreads();
+    for (int d = 1; d < (int)blockDim.x; d <<= 1) {  // inclusive scan of the threads' totals
+        const int v = t >= d ? sums[t - d] : 0;
+        __syncthreads();
+        sums[t] += v;
+        __syncthreads();
+    }
+    const int before = t ? sums[t - 1] : 0;
+    for (int s = s0; s < s1; ++s) chunk_end[s] += before;
+}
+
 // Pass 1: each block blends one chunk of one tile's depth-sorted list (as many Gaussians as the tile has pixels)
 // over the tile's pixels as if nothing lay in front: per pixel, the colour and the share of light let through.
 template <int TILE>
@@ -106,11 +129,12 @@ std::vector<at::Tensor> blend_chunks(at::Tensor means2d, at::Tensor conics, at::
     auto rgb = at::empty({images, height, width, 3}, means2d.options());
     auto alpha = at::empty({images, height, width, 1}, means2d.options());
     auto off = offsets.reshape({-1});
-    auto ends = at::cat({off.slice(0, 1), at::full({1}, n_isects, off.options())});
-    auto chunk_end = at::cumsum(at::floor_divide(ends - off + (P - 1), P), 0, at::kInt);  // chunks up to each tile
+    auto chunk_end = at::empty_like(off);
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    chunk_ends_kernel<<<1, 1024, 0, stream>>>(off.data_ptr<int>(), (int)n_slots, (int)n_isects, (int)P, chunk_end.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     const int64_t bound = n_isects / P + n_slots;  // chunks, at most
     auto partial = at::empty({bound * P, 4}, means2d.options());
-    auto stream = c10::cuda::getCurrentCUDAStream();
     const float* bg = background ? background->data_ptr<float>() : nullptr;
     float4* part = reinterpret_cast<float4*>(partial.data_ptr<float>());
 #define BLEND(T)                                                                                                \
