@@ -6,11 +6,10 @@
 __all__ = ['BLEND_SOURCE', 'blend_extension', 'chunked_back']
 
 # %% ../nbs/05b_blend.ipynb #38d2301b
-import math
 from torch import Tensor
 
 from .rasterize import ALPHA_THRESHOLD
-from .render import RenderError, _gsplat
+from .render import RenderError, gsplat_tiles
 
 # %% ../nbs/05b_blend.ipynb #e43a67d9
 BLEND_SOURCE = r"""
@@ -178,14 +177,12 @@ def chunked_back(front: tuple, # from `render.gsplat_front`: (radii, means2d, de
                  stop: float = 1e-4, # a pixel ends once less than this share of its light is left
                 ) -> tuple[Tensor, Tensor]:  # rgb [B, 1, H, W, 3], alpha [B, 1, H, W, 1]
     "`render.gsplat_back`'s tile lists (gsplat's sort), blended in chunks: plain alpha compositing to within `stop`."
-    radii, m2, depths, conics, rgb, op = front
+    _, m2, _, conics, rgb, op = front
     if not m2.is_cuda: raise RenderError(f"chunked_back blends on CUDA; the front is on {m2.device} (on the CPU, render with backend='torch')")
     if tile_size not in (8, 16): raise RenderError(f"chunked_back: tile_size must be 8 or 16, got {tile_size}")
     if not 0 <= stop < 1: raise RenderError(f"chunked_back: stop must be a share of light in [0, 1), got {stop}")
-    gs = _gsplat()
-    B, tw, th = m2.shape[0], math.ceil(width / tile_size), math.ceil(height / tile_size)
-    _, isect_ids, flat = gs.isect_tiles(m2, radii, depths, tile_size, tw, th)
-    offsets = gs.isect_offset_encode(isect_ids, B, tw, th)
+    B = m2.shape[0]
+    _, flat, offsets = gsplat_tiles(front, width, height, tile_size)
     bg = None if background is None else background.to(m2).reshape(B, 3).contiguous()
     c = lambda t: t.float().contiguous()
     out, alpha = blend_extension().blend_chunks(c(m2), c(conics), c(rgb), c(op), offsets.int().contiguous(), flat.int().contiguous(),

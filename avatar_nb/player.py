@@ -27,7 +27,7 @@ class AvatarPlayer:
                  graph: bool | None = None, # record the placement as a CUDA graph; None: on CUDA
                  keep: Tensor | None = None, # [N] bool, Gaussians to keep (e.g. `contribution(...) > 0`); None: all that can show
                  blend: str = "chunks", # the colour-only path's blending: "chunks" (`blend.chunked_back`) or "gsplat" (`render.gsplat_back`)
-                 compile: bool = False, # compile the placement (torch.compile) before graphing it: faster frames, about 20 s more at the start
+                 compile: bool = False, # compile the placement (torch.compile) before graphing it: faster frames, 14-16 s more at the start
                 ):
         if blend not in ("chunks", "gsplat"): raise ValueError(f"blend must be 'chunks' or 'gsplat', got {blend!r}")
         dev = torch.device(device)

@@ -7,37 +7,35 @@ The avatar is re-posed on its first body and seen from the front, from `--distan
 The tile lists are gsplat's (8-pixel tiles); "light left" is 1 - alpha of gsplat's blending at pixels the person covers.
 Times are medians of 200 calls (CUDA synchronised), each measured `--rounds` times in turn.
 """
-import argparse, json, math
+import argparse, json
 
 import torch
+
+from bench_fit import _against, front_view
 
 
 def main(argv=None):
     from avatar_nb.avatar import load_avatar_file
     from avatar_nb.blend import chunked_back
-    from avatar_nb.evaluate import person_bbox, time_ms
-    from avatar_nb.localise import intrinsics, look_at
-    from avatar_nb.losses import psnr
+    from avatar_nb.evaluate import time_ms
     from avatar_nb.player import AvatarPlayer
-    from avatar_nb.render import gsplat_back, _gsplat
+    from avatar_nb.rasterize import RenderOutput
+    from avatar_nb.render import gsplat_back, gsplat_tiles
     ap = argparse.ArgumentParser()
     ap.add_argument("avatar"); ap.add_argument("--size", type=int, default=512); ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--distance", type=float, default=3.3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    dev, S, gs = "cuda", args.size, _gsplat()
+    dev, S = "cuda", args.size
     a = load_avatar_file(args.avatar)
     p = AvatarPlayer(a, dev)
     v = torch.from_numpy(a.vertices[:1]).to(dev)
-    E = look_at(torch.tensor([0.0, 1.3, args.distance]), torch.tensor([0.0, 1.0, 0.0])).to(dev)[None]
-    K, bg = intrinsics(S, S, 40.0).to(dev)[None], torch.ones(1, 3, device=dev)
+    (E, K), bg = front_view(S, dev, args.distance), torch.ones(1, 3, device=dev)
     with torch.no_grad():
         p.render(v, E, K, S, S, bg[0], depth=False)  # records the colour path's graph for this size
         graph, _, front = p._fronts[(S, S)]
-        radii, m2, depths = front[:3]
-        tw = th = math.ceil(S / 8)
-        _, ids, _ = gs.isect_tiles(m2, radii, depths, 8, tw, th)
-        counts = torch.bincount((ids >> 32).long(), minlength=tw * th)
+        ids, _, offsets = gsplat_tiles(front, S, S)
+        counts = torch.diff(offsets.reshape(-1), append=offsets.new_tensor([ids.numel()]))  # each tile's list length
         ref_rgb, ref_alpha = gsplat_back(front, S, S, bg)
         left = 1 - ref_alpha[0, 0, ..., 0]
         covered = ref_alpha[0, 0, ..., 0] > 0.5
@@ -48,7 +46,7 @@ def main(argv=None):
         p_gs, p_c = AvatarPlayer(a, dev, blend="gsplat"), AvatarPlayer(a, dev, compile=True)
         p_c.render(v, E, K, S, S, bg[0], depth=False)  # compiles before the timing
         runs = {"placement and projection (graph replay)": lambda: graph.replay(),
-                "tile lists (gsplat's intersection and sort)": lambda: gs.isect_offset_encode(gs.isect_tiles(m2, radii, depths, 8, tw, th)[1], 1, tw, th),
+                "tile lists (gsplat's intersection and sort)": lambda: gsplat_tiles(front, S, S),
                 "gsplat's blending (lists included)": lambda: gsplat_back(front, S, S, bg),
                 "chunked blending (lists included)": lambda: chunked_back(front, S, S, bg),
                 "chunked blending, 16-pixel tiles": lambda: chunked_back(front, S, S, bg, tile_size=16),
@@ -59,10 +57,8 @@ def main(argv=None):
         for _ in range(args.rounds):
             for k, fn in runs.items(): ms[k].append(time_ms(fn, dev, 200, warmup=20)[0])
         rgb, alpha = chunked_back(front, S, S, bg)
-        x0, y0, x1, y1 = person_bbox(covered)
-        P = lambda x, y: float(psnr(x.permute(2, 0, 1)[None], y.permute(2, 0, 1)[None])[0])
-        diff = {"max_abs": float((rgb - ref_rgb).abs().max()), "psnr": P(rgb[0, 0], ref_rgb[0, 0]),
-                "psnr_box": P(rgb[0, 0, y0:y1, x0:x1], ref_rgb[0, 0, y0:y1, x0:x1])}
+        full, box = _against([RenderOutput(rgb, alpha, None)], [RenderOutput(ref_rgb, ref_alpha, None)])
+        diff = {"max_abs": float((rgb - ref_rgb).abs().max()), "psnr": full, "psnr_box": box}
     print(f"{args.avatar}, {S} x {S} from {args.distance} m, {stats['gaussians']:,} Gaussians, {stats['intersections']:,} tile intersections (8-pixel tiles)")
     print("\n| tiles holding Gaussians | list mean | list max | covered pixels | median light left there |")
     print("| ---: | ---: | ---: | ---: | ---: |")

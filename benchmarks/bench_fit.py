@@ -39,6 +39,13 @@ def split_views(a, index, split: str, device) -> tuple:
     return v, E, K, cam.width, cam.height
 
 
+def front_view(size: int, device, distance: float = 3.3) -> tuple:
+    "The frames/s camera: the body seen from the front at `distance` metres, 40 degrees across: viewmat [1, 4, 4], K [1, 3, 3]."
+    from avatar_nb.localise import intrinsics, look_at
+    E = look_at(torch.tensor([0.0, 1.3, distance]), torch.tensor([0.0, 1.0, 0.0]))
+    return E.to(device)[None], intrinsics(size, size, 40.0).to(device)[None]
+
+
 def render_fps(a, device, index=None, size=512, reps=200, prune=(0.0, 0.05), rounds=3) -> dict:
     """Frames per second of the fitted avatar re-posed and rendered one frame per call at size x size (1000 / median ms),
     each measured `rounds` times in turn: `render_avatar`, `AvatarPlayer` with depth, and its colour-only path blended in
@@ -49,11 +56,10 @@ def render_fps(a, device, index=None, size=512, reps=200, prune=(0.0, 0.05), rou
     from avatar_nb.fit import evaluate_avatar
     from avatar_nb.player import AvatarPlayer, contribution
     from avatar_nb.evaluate import time_ms
-    from avatar_nb.localise import Localiser, intrinsics, look_at
+    from avatar_nb.localise import Localiser
     loc = Localiser(a.template).to(device)
     v = torch.from_numpy(a.vertices[:1]).to(device)
-    E = look_at(torch.tensor([0.0, 1.3, 3.3]), torch.tensor([0.0, 1.0, 0.0])).to(device)[None]
-    K, bg = intrinsics(size, size, 40.0).to(device)[None], torch.ones(3, device=device)
+    (E, K), bg = front_view(size, device), torch.ones(3, device=device)
     players = {"chunks": AvatarPlayer(a, device), "gsplat": AvatarPlayer(a, device, blend="gsplat")}
     t0 = time.perf_counter()
     players["compiled"] = p = AvatarPlayer(a, device, compile=True)
